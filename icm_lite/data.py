@@ -1,0 +1,137 @@
+"""Reading datasets: JSON arrays or JSONL files of records -> `Dataset`.
+
+The gold labels (the task's `label` field, when present) are split off into `Dataset.gold` at load time.
+Search and scoring only ever receive `Dataset.examples`; gold is for evaluation (agreement, accuracy).
+Every problem is a `DataError` naming the file, the line or record, and the field.
+
+Example: load_dataset("examples/sentiment.jsonl", Task.resolve("examples/sentiment.task.json"))
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+
+from .errors import DataError
+from .tasks import Example, Task
+
+
+@dataclass(frozen=True)
+class Dataset:
+    examples: tuple[Example, ...]
+    gold: tuple[bool | None, ...] | None  # evaluation only; None when no record has a label
+    task: Task
+    source: str
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+
+def read_records(path: str | Path) -> list[tuple[str, dict]]:
+    """Records of a .json array or a .jsonl file, each with a location string for error messages."""
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+    except FileNotFoundError:
+        raise DataError(f"data file {p} does not exist") from None
+    except IsADirectoryError:
+        raise DataError(f"data file {p} is a directory") from None
+    except OSError as e:
+        raise DataError(f"cannot read data file {p}: {e.strerror}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise DataError(f"{p}:{line}: not UTF-8 text (byte 0x{raw[e.start]:02x} at offset {e.start})") from None
+    stripped = text.lstrip("\ufeff \t\r\n")
+    if not stripped:
+        raise DataError(f"{p}: the dataset is empty")
+    if stripped[0] == "[":
+        try:
+            items = orjson.loads(stripped)
+        except orjson.JSONDecodeError as e:
+            raise DataError(f"{p}: malformed JSON ({e})") from None
+        records = [(f"{p}: record {i + 1}", r) for i, r in enumerate(items)]
+    else:
+        records = []
+        for n, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                records.append((f"{p}:{n}", orjson.loads(line)))
+            except orjson.JSONDecodeError as e:
+                raise DataError(f"{p}:{n}: malformed JSON line ({e})") from None
+    if not records:
+        raise DataError(f"{p}: the dataset is empty")
+    for where, r in records:
+        if not isinstance(r, dict):
+            raise DataError(f"{where}: expected a JSON object, got {type(r).__name__}")
+    return records
+
+
+def _gold(value, where: str, field: str) -> bool | None:
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    raise DataError(f"{where}: field {field!r} must be true/false or 1/0, not {value!r}")
+
+
+def _scalar(value, where: str, field: str) -> str:
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise DataError(f"{where}: field {field!r} must be a string or number, not {value!r}")
+    return str(value)
+
+
+def build_dataset(records: list[tuple[str, dict]], task: Task, source: str = "<records>") -> Dataset:
+    examples: list[Example] = []
+    gold: list[bool | None] = []
+    seen: dict[str, str] = {}
+    for i, (where, r) in enumerate(records):
+        ex_id = _scalar(r[task.id_field], where, task.id_field) if task.id_field in r else str(i + 1)
+        if ex_id in seen:
+            raise DataError(f"{where}: duplicate id {ex_id!r} (first at {seen[ex_id]})")
+        seen[ex_id] = where
+        group = None
+        if task.group_field and task.group_field in r and r[task.group_field] is not None:
+            group = _scalar(r[task.group_field], where, task.group_field)
+        key = None
+        if task.key and task.key.startswith("field:"):
+            kf = task.key[len("field:"):]
+            if kf not in r:
+                raise DataError(f"{where} has no field {kf!r} (task {task.name!r} takes its consistency key from it)")
+            key = _scalar(r[kf], where, kf).strip()
+        prompt = task.render(r, where)
+        examples.append(Example(ex_id, prompt, group, key))
+        gold.append(_gold(r.get(task.label_field), where, task.label_field))
+    if task.key == "pair":
+        examples = _pair_keys(examples, [r for _, r in records], [w for w, _ in records], task)
+    has_gold = any(g is not None for g in gold)
+    return Dataset(tuple(examples), tuple(gold) if has_gold else None, task, source)
+
+
+def _pair_keys(examples: list[Example], records: list[dict], wheres: list[str], task: Task) -> list[Example]:
+    """Comparison twins: the first record of a group asserts "A>B", its side-swapped twin "B>A"."""
+    groups: dict[str, list[int]] = {}
+    for i, ex in enumerate(examples):
+        if ex.group is None:
+            raise DataError(f"{wheres[i]}: comparison records need a {task.group_field!r} pairing the two orders")
+        groups.setdefault(ex.group, []).append(i)
+    out = list(examples)
+    for g, idx in groups.items():
+        if len(idx) != 2:
+            raise DataError(f"comparison group {g!r} has {len(idx)} record(s); each group must be one pair (A,B) and (B,A)")
+        a, b = (records[i] for i in idx)
+        if not (a.get("choice") == b.get("choice_2") and a.get("choice_2") == b.get("choice")):
+            raise DataError(f"comparison group {g!r}: the second record must swap choice and choice_2 of the first")
+        out[idx[0]] = Example(examples[idx[0]].id, examples[idx[0]].prompt, g, "A>B")
+        out[idx[1]] = Example(examples[idx[1]].id, examples[idx[1]].prompt, g, "B>A")
+    return out
+
+
+def load_dataset(path: str | Path, task: Task) -> Dataset:
+    return build_dataset(read_records(path), task, str(path))

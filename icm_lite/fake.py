@@ -1,0 +1,72 @@
+"""A fake backend with a hidden concept, for fast tests and token-count proofs. No model involved.
+
+Example i has a hidden truth h_i (the concept) and a "length" in tokens. Its log-odds in a context are
+
+    s_i = sign(h_i) * (prior_i + follow * c) + noise_i,   c = (agreeing - disagreeing demos) / n_demos
+
+where a demo (j, y) "agrees" when y == h_j. So a context labeled by the concept makes every example
+predict its concept label, a flipped context predicts the flip (as real models do in context), and the
+zero-shot prior is weak. The search never sees h: it only gets log-odds, like from a real model.
+
+Counting mirrors the llama backend: the context is kept between pushes, and a push re-evaluates only
+the items that differ from what the cache already holds after the current position (the last item is
+always evaluated when its log-odds are read, so they are fresh).
+
+Example: FakeBackend([True, False, True]).run(plan) -> {key: log-odds}
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Hashable, Sequence
+
+from .plan import Item, Node, walk
+
+
+class FakeBackend:
+    def __init__(self, hidden: Sequence[bool], lengths: Sequence[int] | None = None, *, prior: float = 0.3,
+                 follow: float = 3.0, noise: float = 0.5, seed: int = 0, demo_extra: int = 3):
+        self.hidden = list(hidden)
+        rng = random.Random(seed)
+        self.prior = [prior * rng.uniform(-0.5, 1.5) for _ in self.hidden]
+        self.noise = [rng.gauss(0.0, noise) for _ in self.hidden]
+        self.lengths = list(lengths) if lengths is not None else [40] * len(self.hidden)
+        self.demo_extra = demo_extra  # label word + separator tokens after a demo's prompt
+        self.follow = follow
+        self.tokens_evaluated = 0
+        self.reads = 0
+        self._cache: list[Item] = []
+        self._n = 0
+
+    def length(self, item: Item) -> int:
+        i, y = item
+        return self.lengths[i] + (0 if y is None else self.demo_extra)
+
+    # Ops for plan.walk
+    def mark(self) -> int:
+        return self._n
+
+    def rewind(self, mark: int) -> None:
+        self._n = mark
+
+    def push(self, items: Sequence[Item], read: bool) -> None:
+        k = 0
+        limit = len(items) - 1 if read else len(items)
+        while k < limit and self._n + k < len(self._cache) and self._cache[self._n + k] == items[k]:
+            k += 1
+        del self._cache[self._n + k:]
+        self._cache.extend(items[k:])
+        self.tokens_evaluated += sum(self.length(it) for it in items[k:])
+        self._n += len(items)
+
+    def read(self) -> float:
+        self.reads += 1
+        *demos, (q, y) = self._cache[: self._n]
+        assert y is None, "log-odds are read after a query"
+        agree = sum(1 if lab == self.hidden[j] else -1 for j, lab in demos)
+        c = agree / len(demos) if demos else 0.0
+        sign = 1.0 if self.hidden[q] else -1.0
+        return sign * (self.prior[q] + self.follow * c) + self.noise[q]
+
+    def run(self, root: Node) -> dict[Hashable, float]:
+        return walk(root, self)

