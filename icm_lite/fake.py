@@ -2,11 +2,12 @@
 
 Example i has a hidden truth h_i (the concept) and a "length" in tokens. Its log-odds in a context are
 
-    s_i = sign(h_i) * (prior_i + follow * c) + noise_i,   c = (agreeing - disagreeing demos) / n_demos
+    s_i = sign(h_i) * (prior_i + follow * c * m / (m + m0)) + noise_i,
+    c = (agreeing - disagreeing demos) / m,   m = number of demos in context
 
-where a demo (j, y) "agrees" when y == h_j. So a context labeled by the concept makes every example
-predict its concept label, a flipped context predicts the flip (as real models do in context), and the
-zero-shot prior is weak. The search never sees h: it only gets log-odds, like from a real model.
+where a demo (j, y) "agrees" when y == h_j. So a long context labeled by the concept makes every
+example predict its concept label, a flipped one predicts the flip (as real models do in context), a
+few demos move the prediction less than many, and the zero-shot prior (about 75% right) is modest. The search never sees h: it only gets log-odds, like from a real model.
 
 Counting mirrors the llama backend: the context is kept between pushes, and a push re-evaluates only
 the items that differ from what the cache already holds after the current position (the last item is
@@ -24,8 +25,8 @@ from .plan import Item, Node, walk
 
 
 class FakeBackend:
-    def __init__(self, hidden: Sequence[bool], lengths: Sequence[int] | None = None, *, prior: float = 0.3,
-                 follow: float = 3.0, noise: float = 0.5, seed: int = 0, demo_extra: int = 3):
+    def __init__(self, hidden: Sequence[bool], lengths: Sequence[int] | None = None, *, prior: float = 1.0,
+                 follow: float = 3.0, m0: float = 8.0, noise: float = 0.5, seed: int = 0, demo_extra: int = 3):
         self.hidden = list(hidden)
         rng = random.Random(seed)
         self.prior = [prior * rng.uniform(-0.5, 1.5) for _ in self.hidden]
@@ -33,6 +34,7 @@ class FakeBackend:
         self.lengths = list(lengths) if lengths is not None else [40] * len(self.hidden)
         self.demo_extra = demo_extra  # label word + separator tokens after a demo's prompt
         self.follow = follow
+        self.m0 = m0
         self.tokens_evaluated = 0
         self.reads = 0
         self._cache: list[Item] = []
@@ -64,9 +66,10 @@ class FakeBackend:
         *demos, (q, y) = self._cache[: self._n]
         assert y is None, "log-odds are read after a query"
         agree = sum(1 if lab == self.hidden[j] else -1 for j, lab in demos)
-        c = agree / len(demos) if demos else 0.0
+        m = len(demos)
+        pull = self.follow * agree / (m + self.m0)  # = follow * c * m / (m + m0)
         sign = 1.0 if self.hidden[q] else -1.0
-        return sign * (self.prior[q] + self.follow * c) + self.noise[q]
+        return sign * (self.prior[q] + pull) + self.noise[q]
 
     def run(self, root: Node) -> dict[Hashable, float]:
         return walk(root, self)

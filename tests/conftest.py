@@ -1,0 +1,52 @@
+import random
+
+import pytest
+
+from icm_lite.fake import FakeBackend
+from icm_lite.tasks import Example
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    """Keep the model cache of tests apart from the user's, but share it across one session."""
+    monkeypatch.setenv("ICM_LITE_CACHE", str(tmp_path_factory.getbasetemp() / "icm-cache"))
+
+
+def hidden_concept(n: int, seed: int = 1, groups: int | None = None):
+    """n examples with a hidden True/False concept; optional consistency groups of n // groups."""
+    rng = random.Random(seed)
+    hidden = [rng.random() < 0.5 for _ in range(n)]
+    examples = []
+    for i in range(n):
+        g = str(i * groups // n) if groups else None
+        examples.append(Example(f"ex{i}", f"prompt {i}", g, None))
+    return examples, hidden
+
+
+@pytest.fixture
+def concept():
+    examples, hidden = hidden_concept(40)
+    return examples, hidden, FakeBackend(hidden)
+
+
+@pytest.fixture(scope="session")
+def model_cache(tmp_path_factory):
+    return tmp_path_factory.getbasetemp() / "icm-cache"
+
+
+@pytest.fixture(scope="session")
+def gemma_path(model_cache):
+    """The default model (assembled from its PyPI packages into the test cache)."""
+    import os
+
+    from icm_lite.models import resolve_model
+
+    os.environ["ICM_LITE_CACHE"] = str(model_cache)
+    return resolve_model("gemma-3-270m").path
+
+
+@pytest.fixture(scope="session")
+def smollm2_path():
+    from icm_lite.models import resolve_model
+
+    return resolve_model("smollm2").path

@@ -1,0 +1,78 @@
+"""The scoring plan: exact leave-one-out contexts, same order for compared labelings, token counts."""
+
+import math
+
+import pytest
+
+from icm_lite.fake import FakeBackend
+from icm_lite.plan import compare_plan, contexts, plan_tokens
+from icm_lite.scoring import Scorer
+from icm_lite.tasks import Example
+
+
+def _labels(n):
+    return [(i % 3 == 0) for i in range(n)]
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 7, 16, 33])
+def test_every_context_holds_all_other_examples_once(n):
+    demos = [(i, y) for i, y in enumerate(_labels(n))]
+    ctx = contexts(compare_plan(demos, [], [{}], lambda i: None))
+    assert set(ctx) == {(0, i) for i in range(n)}
+    for (_, i), seq in ctx.items():
+        *others, query = seq
+        assert query == (i, None)
+        assert sorted(others) == [d for d in demos if d[0] != i]
+
+
+def test_groups_stay_contiguous_in_every_context():
+    groups = [str(i // 4) for i in range(24)]  # six groups of four
+    demos = [(i, True) for i in range(24)]
+    ctx = contexts(compare_plan(demos, [], [{}], lambda i: groups[i]))
+    for seq in ctx.values():
+        seen, last = [], None
+        for i, _ in seq[:-1]:
+            if groups[i] != last:
+                assert groups[i] not in seen, f"group {groups[i]} split in {seq}"
+                seen.append(groups[i])
+                last = groups[i]
+
+
+def test_compared_labelings_share_the_demonstration_order():
+    base = [(i, True) for i in range(10)]
+    changed = [10, 11]
+    labelings = [{10: None, 11: True}, {10: True, 11: False}, {10: False, 11: False}]
+    ctx = contexts(compare_plan(base, changed, labelings, lambda i: None))
+    for i in range(10):
+        orders = [[j for j, _ in ctx[(k, i)]] for k in range(3)]
+        # labeling 0 has 10 unlabeled: it is absent, every other position is the same
+        assert orders[1] == orders[2]
+        assert [j for j in orders[1] if j != 10] == orders[0]
+        assert orders[1][-3:] == [10, 11, i]
+    assert (0, 10) not in ctx and (1, 10) in ctx and (2, 11) in ctx
+
+
+def test_fake_backend_counts_match_the_plan():
+    n, L = 32, 40
+    fb = FakeBackend([True] * n, [L] * n)
+    ex = [Example(str(i), "p") for i in range(n)]
+    sc = Scorer(fb, ex)
+    labels = _labels(n)
+    root = compare_plan(sc.demos(labels), [], [{}], sc.group_of)
+    expected = plan_tokens(root, fb.length)
+    sc.loo(labels)
+    assert fb.tokens_evaluated <= expected
+    assert fb.reads == n
+
+
+@pytest.mark.parametrize("n", [16, 24, 32, 48, 64, 100, 128])
+def test_leave_one_out_cost_is_n_log_n(n):
+    """Tokens for one U(D): n·L·⌈log2 n⌉ demonstration tokens plus one query per example."""
+    L, extra = 40, 3  # prompt tokens, label word + separator
+    fb = FakeBackend([True] * n, [L] * n, demo_extra=extra)
+    Scorer(fb, [Example(str(i), "p") for i in range(n)]).loo(_labels(n))
+    demo_len = L + extra
+    naive = n * ((n - 1) * demo_len + L)
+    bound = n * demo_len * math.ceil(math.log2(n)) + n * L
+    assert fb.tokens_evaluated <= bound
+    assert fb.tokens_evaluated < naive / (n / (2 * math.log2(n)))
