@@ -13,22 +13,48 @@ from pathlib import Path
 import click
 import orjson
 
-from .errors import IcmError, UserError
+from .errors import IcmError, InternalError, Interrupted, UserError
 from .search import SCHEDULES, SearchConfig
 from .scoring import OBJECTIVES
 
 
 class _Group(click.Group):
-    """Turns library errors into one-line messages and exit codes."""
+    """Turns every failure into one line on stderr and an exit code; `--debug` re-raises instead.
+
+    IcmError -> "error: ..." with its exit_code (2 user, 1 internal, 130/143 interrupted);
+    any other exception -> "internal error: ..." and 1; click's own usage errors keep click's 2.
+    """
 
     def invoke(self, ctx: click.Context):
+        import errno
+
+        debug = bool(ctx.params.get("debug") or isinstance(ctx.obj, dict) and ctx.obj.get("debug"))
         try:
             return super().invoke(ctx)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
         except IcmError as e:
-            if ctx.params.get("debug") or ctx.obj and ctx.obj.get("debug"):
+            if debug:
                 raise
-            click.echo(f"error: {e}", err=True)
+            prefix = "internal error" if isinstance(e, InternalError) else "error"
+            hint = " (run with --debug for the traceback)" if isinstance(e, InternalError) else ""
+            click.echo(f"{prefix}: {self._one_line(e)}{hint}", err=True)
             ctx.exit(e.exit_code)
+        except KeyboardInterrupt:
+            if debug:
+                raise
+            click.echo("error: interrupted", err=True)
+            ctx.exit(130)
+        except Exception as e:
+            if debug or isinstance(e, OSError) and e.errno == errno.EPIPE:
+                raise  # click turns a closed stdout pipe into a quiet exit
+            click.echo(f"internal error: {type(e).__name__}: {self._one_line(e)} (run with --debug for the traceback)",
+                       err=True)
+            ctx.exit(1)
+
+    @staticmethod
+    def _one_line(e: BaseException) -> str:
+        return " ".join(line.strip() for line in str(e).splitlines() if line.strip()) or type(e).__name__
 
 
 @click.group(cls=_Group)
@@ -117,10 +143,34 @@ def label(data, task, model, n_ctx, n_gpu_layers, n_threads, n_batch, flash_attn
     run_dir.write_json("config.json", config_record(dataset, _sha256(data), ref.name, str(ref.path), opts, config))
     click.echo(f"{len(dataset)} examples, largest context {need} tokens (n_ctx {n_ctx}); {iterations} iterations", err=True)
     job = LabelJob(dataset, backend, config, run_dir)
+    # Ctrl-C and SIGTERM ask the search to stop after the current step; the job then saves its state and we
+    # exit 130/143. A second Ctrl-C stops at once: every accepted state is already on disk.
+    import signal
+    import threading
+
+    stop: list[int] = []
+
+    def ask_stop(signum, frame):
+        if stop and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        stop.append(signum)
+
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        previous = {s: signal.signal(s, ask_stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    summary = None
     try:
-        summary = job.run(lambda ev: _plain(ev, iterations))
+        summary = job.run(lambda ev: _plain(ev, iterations), should_stop=lambda: bool(stop))
     except KeyboardInterrupt:
-        raise UserError(f"interrupted; the last accepted state is saved in {out}") from None
+        stop.append(signal.SIGINT)
+    finally:
+        for s, h in previous.items():
+            if h is not None:
+                signal.signal(s, h)
+    if stop:
+        at = f" after iteration {summary['iterations']}/{iterations}" if summary else ""
+        raise Interrupted(f"stopped by {signal.Signals(stop[0]).name}{at}; the last accepted state is saved in {out}",
+                          stop[0])
     summary.update(job.evaluate())
     run_dir.write_json("summary.json", summary)
     if as_json:
@@ -177,6 +227,31 @@ def models_pull(name):
 
     ref = pull_model(name)
     click.echo(str(ref.path))
+
+
+@main.command("export")
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("--format", "fmt", required=True, type=click.Choice(["messages", "prompt-completion", "kto", "preference"]),
+              help="Record shape (see docs/export.md for the trainers that read each).")
+@click.option("--openai-dpo", is_flag=True, help="With --format preference: the OpenAI/Together/Fireworks DPO shape.")
+@click.option("--out", "-o", "out", required=True, type=click.Path(file_okay=False), help="Directory for train/valid/test.jsonl.")
+@click.option("--valid-fraction", default=0.1, show_default=True, type=float, help="Share of records for valid.jsonl.")
+@click.option("--test-fraction", default=0.0, show_default=True, type=float, help="Share of records for test.jsonl.")
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the split (whole consistency groups per split).")
+@click.option("--data", default=None, type=click.Path(dir_okay=False), help="The run's data file, if it moved (its sha256 must match).")
+@click.option("--force", is_flag=True, help="Replace an earlier export in --out.")
+def export(run_dir, fmt, openai_dpo, out, valid_fraction, test_fraction, seed, data, force):
+    """Write RUN_DIR's ICM labels as fine-tuning JSONL (unlabeled examples are left out).
+
+    Example: icm-lite export runs/demo --format messages --out ft/
+    """
+    from .export import export_run, load_run
+
+    got = export_run(load_run(run_dir, data), out, fmt, openai_dpo=openai_dpo, valid_fraction=valid_fraction,
+                     test_fraction=test_fraction, seed=seed, force=force)
+    files = ", ".join(f"{s}.jsonl {n}" for s, n in got["records"].items())
+    left = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in got["left_out"].items())
+    click.echo(f"{got['format']} records in {out}: {files} (left out: {left}; metadata in icm_metadata.json)")
 
 
 if __name__ == "__main__":

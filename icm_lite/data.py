@@ -39,36 +39,50 @@ def read_records(path: str | Path) -> list[tuple[str, dict]]:
     except IsADirectoryError:
         raise DataError(f"data file {p} is a directory") from None
     except OSError as e:
-        raise DataError(f"cannot read data file {p}: {e.strerror}") from None
+        raise DataError(f"cannot read data file {p}: {e.strerror or e}") from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
         line = raw[: e.start].count(b"\n") + 1
-        raise DataError(f"{p}:{line}: not UTF-8 text (byte 0x{raw[e.start]:02x} at offset {e.start})") from None
-    stripped = text.lstrip("\ufeff \t\r\n")
+        raise DataError(f"{p}:{line}: not UTF-8 text (byte 0x{raw[e.start]:02x} at offset {e.start}); "
+                        "save the file as UTF-8") from None
+    text = text.removeprefix("\ufeff")
+    stripped = text.lstrip(" \t\r\n")
     if not stripped:
         raise DataError(f"{p}: the dataset is empty")
     if stripped[0] == "[":
         try:
-            items = orjson.loads(stripped)
+            items = orjson.loads(text)
         except orjson.JSONDecodeError as e:
-            raise DataError(f"{p}: malformed JSON ({e})") from None
+            raise DataError(f"{p}:{e.lineno}: malformed JSON ({e.msg}, column {e.colno})") from None
         records = [(f"{p}: record {i + 1}", r) for i, r in enumerate(items)]
     else:
         records = []
-        for n, line in enumerate(text.splitlines(), start=1):
+        # split on \n only: str.splitlines() also breaks at U+2028 etc., which JSON strings may contain
+        for n, line in enumerate(text.split("\n"), start=1):
             if not line.strip():
                 continue
             try:
                 records.append((f"{p}:{n}", orjson.loads(line)))
             except orjson.JSONDecodeError as e:
-                raise DataError(f"{p}:{n}: malformed JSON line ({e})") from None
+                hint = "; a .jsonl file holds one JSON object per line" if "end of data" in e.msg else ""
+                raise DataError(f"{p}:{n}: malformed JSON line ({e.msg}, column {e.colno}){hint}") from None
     if not records:
         raise DataError(f"{p}: the dataset is empty")
     for where, r in records:
         if not isinstance(r, dict):
-            raise DataError(f"{where}: expected a JSON object, got {type(r).__name__}")
+            raise DataError(f"{where}: expected a JSON object, got {_kind(r)}")
     return records
+
+
+def _kind(value) -> str:
+    return {dict: "an object", list: "an array", str: "a string", bool: "true/false", int: "a number",
+            float: "a number", type(None): "null"}.get(type(value), type(value).__name__)
+
+
+def _show(value, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _gold(value, where: str, field: str) -> bool | None:
@@ -78,23 +92,25 @@ def _gold(value, where: str, field: str) -> bool | None:
         return value
     if isinstance(value, int) and value in (0, 1):
         return bool(value)
-    raise DataError(f"{where}: field {field!r} must be true/false or 1/0, not {value!r}")
+    raise DataError(f"{where}: label field {field!r} must be true/false or 1/0 (or null), not {_show(value)}")
 
 
 def _scalar(value, where: str, field: str) -> str:
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-        raise DataError(f"{where}: field {field!r} must be a string or number, not {value!r}")
+        raise DataError(f"{where}: field {field!r} must be a string or number, not {_show(value)}")
     return str(value)
 
 
 def build_dataset(records: list[tuple[str, dict]], task: Task, source: str = "<records>") -> Dataset:
+    if not records:
+        raise DataError(f"{source}: the dataset is empty")
     examples: list[Example] = []
     gold: list[bool | None] = []
     seen: dict[str, str] = {}
     for i, (where, r) in enumerate(records):
         ex_id = _scalar(r[task.id_field], where, task.id_field) if task.id_field in r else str(i + 1)
         if ex_id in seen:
-            raise DataError(f"{where}: duplicate id {ex_id!r} (first at {seen[ex_id]})")
+            raise DataError(f"{where}: duplicate id {ex_id!r} (first at {seen[ex_id]}); ids must be unique")
         seen[ex_id] = where
         group = None
         if task.group_field and task.group_field in r and r[task.group_field] is not None:
@@ -124,10 +140,13 @@ def _pair_keys(examples: list[Example], records: list[dict], wheres: list[str], 
     out = list(examples)
     for g, idx in groups.items():
         if len(idx) != 2:
-            raise DataError(f"comparison group {g!r} has {len(idx)} record(s); each group must be one pair (A,B) and (B,A)")
+            ids = ", ".join(repr(examples[i].id) for i in idx[:5]) + (", …" if len(idx) > 5 else "")
+            raise DataError(f"{wheres[idx[0]]}: comparison group {g!r} has {len(idx)} record(s) (ids {ids}); "
+                            "each group must be exactly one pair: (A, B) and its swap (B, A)")
         a, b = (records[i] for i in idx)
         if not (a.get("choice") == b.get("choice_2") and a.get("choice_2") == b.get("choice")):
-            raise DataError(f"comparison group {g!r}: the second record must swap choice and choice_2 of the first")
+            raise DataError(f"{wheres[idx[1]]}: comparison group {g!r}: this record must swap choice and choice_2 "
+                            f"of {wheres[idx[0]]}")
         out[idx[0]] = Example(examples[idx[0]].id, examples[idx[0]].prompt, g, "A>B")
         out[idx[1]] = Example(examples[idx[1]].id, examples[idx[1]].prompt, g, "B>A")
     return out

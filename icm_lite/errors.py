@@ -1,8 +1,10 @@
 """The library's error family.
 
 Every problem a user can cause or fix (bad data, a missing model, a run directory in the way) is an
-`IcmError` subclass with a one-line message that names the problem and what to do. The CLI maps
-`UserError` to exit code 2 and anything else to exit code 1; the library itself never prints or exits.
+`IcmError` subclass with a one-line message that names the problem and what to do. The CLI prints
+"error: <message>" on stderr and exits with the class's `exit_code`: 2 for `UserError`s, 1 for
+`InternalError` (a bug), 128 + signal number for `Interrupted`. Anything that is not an `IcmError` is a
+bug too and exits 1. The library itself never prints or exits.
 """
 
 
@@ -27,8 +29,20 @@ class ModelError(UserError):
 
 
 class RunError(UserError):
-    """A run directory cannot be created, resumed or read."""
+    """A run directory cannot be created, resumed, read or written."""
 
 
 class InternalError(IcmError):
     """A broken invariant inside icm_lite: a bug to report, not a user mistake."""
+
+
+class Interrupted(IcmError):
+    """The user stopped a run (Ctrl-C, SIGTERM); what it had accepted so far is saved.
+
+    Exits with the shell convention 128 + signal number: 130 for SIGINT, 143 for SIGTERM.
+    """
+
+    def __init__(self, message: str, signum: int = 2):
+        super().__init__(message)
+        self.signum = signum
+        self.exit_code = 128 + signum

