@@ -1,0 +1,340 @@
+"""Fine-tune exports: every format against its schema, splits by group, unlabeled left out, run checks."""
+
+import dataclasses
+import hashlib
+
+import orjson
+import pytest
+from click.testing import CliRunner
+
+from icm_lite.errors import DataError, RunError, UserError
+from icm_lite.export import FORMATS, export_run, load_run, split_units
+from icm_lite.tasks import Task
+
+# --- schemas: exact keys and types of every shape a trainer reads -----------------------------------
+
+
+def _msg(m, role):
+    return isinstance(m, dict) and set(m) == {"role", "content"} and m["role"] == role and isinstance(m["content"], str) and m["content"] != ""
+
+
+def _strings(r, keys):
+    return set(r) == set(keys) and all(isinstance(r[k], str) and r[k] != "" for k in keys)
+
+
+SHAPES = {
+    # OpenAI SFT / TRL conversational / MLX-LM chat / axolotl chat_template: user then assistant
+    "messages": lambda r: set(r) == {"messages"} and isinstance(r["messages"], list) and len(r["messages"]) == 2
+    and _msg(r["messages"][0], "user") and _msg(r["messages"][1], "assistant"),
+    # TRL prompt-completion / MLX-LM completions
+    "prompt-completion": lambda r: _strings(r, ("prompt", "completion")),
+    # TRL KTO/BCO unpaired preference, axolotl kto
+    "kto": lambda r: set(r) == {"prompt", "completion", "label"} and _strings({k: r[k] for k in ("prompt", "completion")}, ("prompt", "completion"))
+    and type(r["label"]) is bool,
+    # TRL DPO / RewardTrainer standard preference, axolotl user_defined dpo
+    "preference": lambda r: _strings(r, ("prompt", "chosen", "rejected")),
+    # OpenAI / Together / Fireworks DPO
+    "openai-dpo": lambda r: set(r) == {"input", "preferred_output", "non_preferred_output"}
+    and isinstance(r["input"], dict) and set(r["input"]) == {"messages"} and isinstance(r["input"]["messages"], list)
+    and len(r["input"]["messages"]) == 1 and _msg(r["input"]["messages"][0], "user")
+    and all(isinstance(r[k], list) and len(r[k]) == 1 and _msg(r[k][0], "assistant") for k in ("preferred_output", "non_preferred_output")),
+    "text": lambda r: _strings(r, ("text",)),
+}
+
+# together-python utils/files.py: a line whose keys hold the required columns of two formats is rejected
+TOGETHER_REQUIRED = {"general": {"text"}, "conversation": {"messages"}, "instruction": {"prompt", "completion"},
+                     "preference_openai": {"input", "preferred_output", "non_preferred_output"}}
+
+
+def mlx_detects(first: dict) -> str:
+    """mlx_lm.tuner.datasets.create_dataset: the first record alone picks the dataset class."""
+    if "prompt" in first and "completion" in first:
+        return "completions"
+    if "messages" in first:
+        return "chat"
+    if "text" in first:
+        return "text"
+    return "unsupported"
+
+
+def read_jsonl(path):
+    raw = path.read_bytes()
+    assert raw.endswith(b"\n") and b"\n\n" not in raw, "one record per line, no blank lines"
+    return [orjson.loads(line) for line in raw.splitlines()]
+
+
+def check_file(path, shape):
+    records = read_jsonl(path)
+    assert records
+    for r in records:
+        matches = [name for name, ok in SHAPES.items() if ok(r)]
+        assert matches == [shape], (r, matches)
+        together = [name for name, cols in TOGETHER_REQUIRED.items() if cols <= set(r)]
+        assert len(together) <= 1, (r, together)
+    return records
+
+
+# --- a run directory built by hand --------------------------------------------------------------------
+
+CLAIMS = [  # (id, group, gold, ICM label)
+    ("c1", "g1", True, True), ("c2", "g1", False, False), ("c3", "g1", False, None),
+    ("c4", "g2", True, True), ("c5", "g2", False, True),
+    ("c6", "g3", False, None), ("c7", "g3", True, None),  # a fully unlabeled group
+    ("c8", None, True, False), ("c9", None, False, False), ("c10", None, True, True),
+    ("c11", "g4", True, True), ("c12", "g4", False, False), ("c13", "g4", False, False),
+]
+
+
+def make_run(tmp_path, rows, task, name="run"):
+    data = tmp_path / f"{name}.jsonl"
+    data.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r, _ in rows))
+    run = tmp_path / name
+    run.mkdir()
+    sha = hashlib.sha256(data.read_bytes()).hexdigest()
+    config = {"icm_lite": "0.1.0", "data": str(data), "data_sha256": sha, "task": task.to_dict(), "model": "smollm2",
+              "model_path": "/nowhere/model.gguf", "model_options": {"n_ctx": 2048}, "search": {"seed": 0}}
+    (run / "config.json").write_bytes(orjson.dumps(config))
+    labels = [{"id": r["id"], "label": y, "score": None if y is None else (1.5 if y else -1.5)} for r, y in rows]
+    (run / "labels.jsonl").write_bytes(b"".join(orjson.dumps(x) + b"\n" for x in labels))
+    (run / "summary.json").write_bytes(orjson.dumps({"labeled": sum(y is not None for _, y in rows)}))
+    return run
+
+
+@pytest.fixture
+def claim_run(tmp_path):
+    rows = [({"id": i, "question": f"What is {i}?", "choice": f"It is {i}.", "label": g, **({"consistency_id": grp} if grp else {})}, y)
+            for i, grp, g, y in CLAIMS]
+    return make_run(tmp_path, rows, Task.builtin("claim"))
+
+
+PAIRS = [  # (group, label of the A>B record, label of the B>A record)
+    ("p1", True, False),  # A preferred
+    ("p2", False, True),  # B preferred
+    ("p3", True, True),  # both orders claimed: no preference
+    ("p4", None, True),  # one order labeled: B preferred
+    ("p5", None, None),  # unlabeled
+    ("p6", False, None),  # one order labeled: B preferred
+]
+
+
+@pytest.fixture
+def pair_run(tmp_path):
+    rows = []
+    for g, ya, yb in PAIRS:
+        a, b = f"{g} answer A", f"{g} answer B"
+        rows.append(({"id": f"{g}a", "question": f"ask {g}", "choice": a, "choice_2": b, "consistency_id": g}, ya))
+        rows.append(({"id": f"{g}b", "question": f"ask {g}", "choice": b, "choice_2": a, "consistency_id": g}, yb))
+    return make_run(tmp_path, rows, Task.builtin("comparison"), "pairs")
+
+
+def exported(out, shape="messages"):
+    meta = orjson.loads((out / "icm_metadata.json").read_bytes())
+    files = {p.stem: check_file(p, shape) for p in sorted(out.glob("*.jsonl"))}
+    return files, meta
+
+
+# --- claim tasks ---------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_claim_export_matches_its_schema_exactly(claim_run, tmp_path, fmt):
+    run = load_run(claim_run)
+    out = tmp_path / "ft"
+    got = export_run(run, out, fmt, valid_fraction=0.25)
+    files, meta = exported(out, fmt)
+    assert set(files) == {"train", "valid"} and got["records"] == {s: len(r) for s, r in files.items()}
+    labeled = [c for c in CLAIMS if c[3] is not None]
+    assert sum(map(len, files.values())) == len(labeled) * (2 if fmt == "kto" else 1)
+    prompts = {f"Question: What is {i}?\nClaim: It is {i}.\nI think this claim is": y for i, _, _, y in labeled}
+    for records in files.values():
+        for r in records:
+            if fmt == "messages":
+                user, assistant = r["messages"]
+                assert assistant["content"] == ("True" if prompts[user["content"]] else "False")
+            elif fmt == "prompt-completion":
+                assert r["completion"] == (" True" if prompts[r["prompt"]] else " False")
+            elif fmt == "kto":
+                assert r["completion"] in (" True", " False")
+                assert r["label"] == ((r["completion"] == " True") == prompts[r["prompt"]])
+            else:
+                y = prompts[r["prompt"]]
+                assert (r["chosen"], r["rejected"]) == ((" True", " False") if y else (" False", " True"))
+    assert meta["left_out"] == {"unlabeled": 3}
+    assert meta["config"]["data_sha256"] and meta["summary"] == {"labeled": 10}
+
+
+def test_kto_has_both_completions_of_each_prompt_one_desirable(claim_run, tmp_path):
+    export_run(load_run(claim_run), tmp_path / "ft", "kto", valid_fraction=0)
+    records = read_jsonl(tmp_path / "ft" / "train.jsonl")
+    by_prompt = {}
+    for r in records:
+        by_prompt.setdefault(r["prompt"], []).append(r)
+    assert all(sorted(x["label"] for x in rs) == [False, True] for rs in by_prompt.values())
+
+
+def test_openai_dpo_on_claims(claim_run, tmp_path):
+    export_run(load_run(claim_run), tmp_path / "ft", "preference", openai_dpo=True, valid_fraction=0)
+    files, meta = exported(tmp_path / "ft", "openai-dpo")
+    assert meta["format"] == "openai-dpo"
+    for r in files["train"]:
+        assert {r["preferred_output"][0]["content"], r["non_preferred_output"][0]["content"]} == {"True", "False"}
+
+
+def test_openai_dpo_needs_preference(claim_run, tmp_path):
+    with pytest.raises(UserError, match="--format preference"):
+        export_run(load_run(claim_run), tmp_path / "ft", "messages", openai_dpo=True)
+
+
+def test_mlx_and_together_detect_the_intended_format(claim_run, tmp_path):
+    expect = {"messages": ("chat", "conversation"), "prompt-completion": ("completions", "instruction"),
+              # KTO records also carry prompt+completion: MLX-LM would train on the undesirable ones (docs warn)
+              "kto": ("completions", "instruction"), "preference": ("unsupported", None)}
+    for fmt, (mlx, together) in expect.items():
+        out = tmp_path / fmt
+        export_run(load_run(claim_run), out, fmt)
+        for f in out.glob("*.jsonl"):
+            records = read_jsonl(f)
+            assert mlx_detects(records[0]) == mlx
+            assert {t for r in records for t, cols in TOGETHER_REQUIRED.items() if cols <= set(r)} == ({together} if together else set())
+    export_run(load_run(claim_run), tmp_path / "dpo", "preference", openai_dpo=True)
+    r = read_jsonl(tmp_path / "dpo" / "train.jsonl")[0]
+    assert [t for t, cols in TOGETHER_REQUIRED.items() if cols <= set(r)] == ["preference_openai"]
+
+
+def test_groups_stay_in_one_split_and_unlabeled_are_left_out(claim_run, tmp_path):
+    group = {i: g for i, g, _, _ in CLAIMS}
+    for seed in range(6):
+        out = tmp_path / f"s{seed}"
+        export_run(load_run(claim_run), out, "kto", valid_fraction=0.3, test_fraction=0.2, seed=seed)
+        files, meta = exported(out, "kto")
+        assert set(files) == {"train", "valid", "test"}
+        where = {}
+        for split, lines in meta["lines"].items():
+            assert len(lines) == len(files[split])
+            for info in lines:
+                for ex in info["examples"]:
+                    assert ex["label"] is not None and ex["id"] not in ("c3", "c6", "c7")
+                    assert info["group"] == group[ex["id"]]
+                    key = group[ex["id"]] or ex["id"]
+                    assert where.setdefault(key, split) == split, f"group {key} split across {where[key]} and {split}"
+
+
+def test_split_is_deterministic_by_seed(claim_run, tmp_path):
+    for d in ("a", "b"):
+        export_run(load_run(claim_run), tmp_path / d, "messages", valid_fraction=0.3, seed=7)
+    for name in ("train.jsonl", "valid.jsonl", "icm_metadata.json"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+    splits = set()
+    for seed in range(8):
+        export_run(load_run(claim_run), tmp_path / "c", "messages", valid_fraction=0.3, seed=seed, force=True)
+        splits.add((tmp_path / "c" / "valid.jsonl").read_bytes())
+    assert len(splits) > 1
+
+
+def test_split_units_fills_fractions_by_records():
+    got = split_units([1] * 20, 0.1, 0.2, 3)
+    assert got.count("test") == 4 and got.count("valid") == 2 and got.count("train") == 14
+    assert split_units([1] * 20, 0.0, 0.0, 0) == ["train"] * 20
+    with pytest.raises(DataError, match="too few"):
+        split_units([5], 0.1, 0.0, 0)
+    with pytest.raises(UserError):
+        split_units([1, 1], 0.6, 0.5, 0)
+
+
+def test_gold_labels_do_not_change_the_export(claim_run, tmp_path):
+    run = load_run(claim_run)
+    assert run.dataset.gold is not None
+    blind = dataclasses.replace(run, dataset=dataclasses.replace(run.dataset, gold=None))
+    export_run(run, tmp_path / "a", "kto", valid_fraction=0.2)
+    export_run(blind, tmp_path / "b", "kto", valid_fraction=0.2)
+    for name in ("train.jsonl", "valid.jsonl", "icm_metadata.json"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+
+
+# --- comparison tasks -----------------------------------------------------------------------------------
+
+def test_pairs_give_one_preference_each_from_the_icm_labels(pair_run, tmp_path):
+    export_run(load_run(pair_run), tmp_path / "ft", "preference", valid_fraction=0)
+    files, meta = exported(tmp_path / "ft", "preference")
+    got = {r["prompt"]: (r["chosen"], r["rejected"]) for r in files["train"]}
+    assert got == {"ask p1": ("p1 answer A", "p1 answer B"), "ask p2": ("p2 answer B", "p2 answer A"),
+                   "ask p4": ("p4 answer B", "p4 answer A"), "ask p6": ("p6 answer B", "p6 answer A")}
+    assert meta["left_out"] == {"unlabeled": 4, "pairs_without_preference": 1}
+    assert [[e["id"] for e in info["examples"]] for info in meta["lines"]["train"]] == [["p1a", "p1b"], ["p2a", "p2b"], ["p4b"], ["p6a"]]
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_pair_formats_match_their_schema(pair_run, tmp_path, fmt):
+    export_run(load_run(pair_run), tmp_path / "ft", fmt, valid_fraction=0.25)
+    files, _ = exported(tmp_path / "ft", fmt)
+    flat = [r for rs in files.values() for r in rs]
+    assert len(flat) == 4 * (2 if fmt == "kto" else 1)
+    if fmt == "messages":
+        assert {(r["messages"][0]["content"], r["messages"][1]["content"]) for r in flat} >= {("ask p1", "p1 answer A")}
+    if fmt == "prompt-completion":
+        assert {"prompt": "ask p2", "completion": "p2 answer B"} in flat
+    if fmt == "kto":
+        assert {"prompt": "ask p2", "completion": "p2 answer A", "label": False} in flat
+
+
+def test_pair_openai_dpo(pair_run, tmp_path):
+    export_run(load_run(pair_run), tmp_path / "ft", "preference", openai_dpo=True, valid_fraction=0)
+    files, _ = exported(tmp_path / "ft", "openai-dpo")
+    r = files["train"][0]
+    assert r["input"]["messages"][0]["content"] == "ask p1"
+    assert r["preferred_output"][0]["content"] == "p1 answer A" and r["non_preferred_output"][0]["content"] == "p1 answer B"
+
+
+# --- the run directory ------------------------------------------------------------------------------------
+
+def test_changed_or_missing_data_is_refused_and_moved_data_is_accepted(claim_run, tmp_path):
+    cfg = orjson.loads((claim_run / "config.json").read_bytes())
+    data = tmp_path / "run.jsonl"
+    moved = tmp_path / "moved.jsonl"
+    data.rename(moved)
+    with pytest.raises(DataError, match="missing.*--data"):
+        load_run(claim_run)
+    assert len(load_run(claim_run, data=moved).labels) == len(CLAIMS)
+    moved.write_bytes(moved.read_bytes() + b'{"id": "extra", "question": "q", "choice": "c"}\n')
+    with pytest.raises(DataError, match="sha256"):
+        load_run(claim_run, data=moved)
+    assert cfg["data"] == str(data)
+
+
+def test_labels_that_do_not_match_the_data_are_refused(claim_run):
+    lines = (claim_run / "labels.jsonl").read_bytes().splitlines()
+    (claim_run / "labels.jsonl").write_bytes(b"\n".join(lines[:-1]) + b"\n")
+    with pytest.raises(RunError, match="does not match"):
+        load_run(claim_run)
+    (claim_run / "labels.jsonl").unlink()
+    with pytest.raises(RunError, match="missing"):
+        load_run(claim_run)
+
+
+def test_not_a_run_dir(tmp_path):
+    with pytest.raises(RunError, match="not a run directory"):
+        load_run(tmp_path)
+
+
+def test_existing_export_needs_force_and_leaves_no_stale_split(claim_run, tmp_path):
+    out = tmp_path / "ft"
+    export_run(load_run(claim_run), out, "messages", valid_fraction=0.2, test_fraction=0.2)
+    assert (out / "test.jsonl").exists()
+    with pytest.raises(UserError, match="--force"):
+        export_run(load_run(claim_run), out, "messages")
+    export_run(load_run(claim_run), out, "messages", valid_fraction=0.2, force=True)
+    assert not (out / "test.jsonl").exists()
+
+
+def test_cli_export(claim_run, tmp_path):
+    from icm_lite.cli import main
+
+    out = tmp_path / "ft"
+    res = CliRunner().invoke(main, ["export", str(claim_run), "--format", "prompt-completion", "--out", str(out),
+                                    "--valid-fraction", "0.2", "--seed", "1"])
+    assert res.exit_code == 0, res.output
+    assert "train.jsonl" in res.output
+    check_file(out / "train.jsonl", "prompt-completion")
+    res = CliRunner().invoke(main, ["export", str(claim_run), "--format", "messages", "--out", str(out)])
+    assert res.exit_code == 2 and "--force" in res.output
+    res = CliRunner().invoke(main, ["export", str(claim_run), "--format", "kto", "--out", str(out), "--openai-dpo"])
+    assert res.exit_code == 2 and "error:" in res.output
