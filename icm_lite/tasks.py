@@ -111,7 +111,7 @@ class Task:
         if not (isinstance(words, list) and len(words) == 2 and all(isinstance(w, str) and w.strip() for w in words)):
             raise DataError(f"task file {p}: label_words must be two non-empty strings, not {_show(words)}")
         words = tuple(w.strip() for w in words)
-        if any(ch.isspace() for w in words for ch in w) or words[0] == words[1]:
+        if any(ch.isspace() for w in words for ch in w) or words[0].lower() == words[1].lower():
             raise DataError(f"task file {p}: label_words must be two different single words, not {list(words)}")
         spec["label_words"] = words
         spec.setdefault("name", p.stem)
