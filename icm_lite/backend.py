@@ -49,10 +49,11 @@ class LlamaBackend:
                 flash_attn=flash_attn, logits_all=False, seed=seed, verbose=False)
         except ValueError as e:
             msg = str(e)
-            if "context" in msg:
+            if "llama_context" in msg:  # not just "context": the model path may contain that word
                 raise ModelError(f"llama.cpp could not create a context of {n_ctx} tokens (out of memory?): "
                                  "lower --n-ctx or --n-batch, or offload fewer layers with --n-gpu-layers") from None
-            raise ModelError(f"llama.cpp could not load {model_path}: {msg}") from None
+            raise ModelError(f"llama.cpp could not load {model_path} ({msg}): the file is damaged or its architecture "
+                             f"is not supported by llama-cpp-python {getattr(llama_cpp, '__version__', '?')}") from None
         self.n_vocab = self.llm.n_vocab()
         bos = self.llm.tokenize(b"", add_bos=True, special=False)
         self.prefix: list[int] = bos[:1]  # BOS once at the start of every context (if the model uses one)
