@@ -21,9 +21,15 @@ from .scoring import OBJECTIVES
 class _Group(click.Group):
     """Turns every failure into one line on stderr and an exit code; `--debug` re-raises instead.
 
-    IcmError -> "error: ..." with its exit_code (2 user, 1 internal, 130/143 interrupted);
-    any other exception -> "internal error: ..." and 1; click's own usage errors keep click's 2.
+    IcmError -> "error: ..." with its exit_code (2 user, 1 internal, 130/143 interrupted); an OSError of
+    the environment (disk full, read-only, no permission) -> "error: ..." and 2; any other exception ->
+    "internal error: ..." and 1; click's own usage errors keep click's 2.
     """
+
+    import errno
+
+    _ENVIRONMENT = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+    del errno
 
     def invoke(self, ctx: click.Context):
         import errno
@@ -48,6 +54,11 @@ class _Group(click.Group):
         except Exception as e:
             if debug or isinstance(e, OSError) and e.errno == errno.EPIPE:
                 raise  # click turns a closed stdout pipe into a quiet exit
+            if isinstance(e, OSError) and e.errno in self._ENVIRONMENT and e.strerror:
+                # a full disk or a read-only file system that slipped past a RunError: the user's to fix
+                where = f" ({e.filename})" if e.filename else ""
+                click.echo(f"error: {e.strerror}{where}", err=True)
+                ctx.exit(2)
             click.echo(f"internal error: {type(e).__name__}: {self._one_line(e)} (run with --debug for the traceback)",
                        err=True)
             ctx.exit(1)

@@ -53,7 +53,7 @@ def test_internal_error_exit_1(monkeypatch, data, tmp_path):
 
 
 @pytest.mark.parametrize("exc", [ZeroDivisionError("division by zero"), KeyError("labels"),
-                                 RuntimeError("llama_decode returned -3"), OSError(28, "No space left on device"),
+                                 RuntimeError("llama_decode returned -3"), OSError(5, "Input/output error"),
                                  AttributeError("'NoneType' object has no attribute 'ctx'")])
 def test_unexpected_exception_is_one_line_exit_1(monkeypatch, data, tmp_path, exc):
     fail_with(monkeypatch, exc)
@@ -64,6 +64,16 @@ def test_unexpected_exception_is_one_line_exit_1(monkeypatch, data, tmp_path, ex
     assert len(lines) == 1
     assert lines[0].startswith(f"internal error: {type(exc).__name__}: ")
     assert lines[0].endswith("(run with --debug for the traceback)")
+
+
+@pytest.mark.parametrize("code,text", [(28, "No space left on device"), (30, "Read-only file system"),
+                                       (13, "Permission denied")])
+def test_os_errors_of_the_environment_are_user_errors(monkeypatch, data, tmp_path, code, text):
+    """A full disk or a read-only dir that escaped a RunError still reads as the user's problem."""
+    fail_with(monkeypatch, OSError(code, text, "/runs/x/events.jsonl"))
+    res = run("label", data, "--out", tmp_path / "r")
+    assert res.exit_code == 2
+    assert res.stderr == f"error: {text} (/runs/x/events.jsonl)\n"
 
 
 def test_exception_with_an_empty_message(monkeypatch, data, tmp_path):
