@@ -265,5 +265,46 @@ def export(run_dir, fmt, openai_dpo, out, valid_fraction, test_fraction, seed, d
     click.echo(f"{got['format']} records in {out}: {files} (left out: {left}; metadata in icm_metadata.json)")
 
 
+@main.command("eval")
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("--test", "test_path", default=None, type=click.Path(dir_okay=False),
+              help="Held-out labeled file (same task). Without it: leave-one-out over the run's own examples.")
+@click.option("--model", "-m", default=None, help="Registry name or .gguf path. Default: the run's model.")
+@click.option("--n-ctx", default=None, type=click.IntRange(64), help="Context size. Default: the run's.")
+@click.option("--n-threads", default=None, type=click.IntRange(1), help="CPU threads. Default: the run's (all cores).")
+@click.option("--n-gpu-layers", default=None, type=int, help="Layers to offload to the GPU. Default: the run's.")
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the random-labels baseline.")
+@click.option("--data", default=None, type=click.Path(dir_okay=False), help="The run's data file, if it moved (its sha256 must match).")
+@click.option("--plot", default=None, type=click.Path(dir_okay=False), help="Also draw agreement with gold and U over iterations to this .png (needs the `plot` extra).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
+def eval_(run_dir, test_path, model, n_ctx, n_threads, n_gpu_layers, seed, data, plot, as_json):
+    """Accuracy of RUN_DIR's labels vs gold, and many-shot test accuracy with ICM, gold, random labels and zero-shot.
+
+    Gold labels (the data's label field) are used for evaluation only.
+
+    Example: icm-lite eval runs/demo --test examples/truthfulqa_test.jsonl
+    """
+    from .data import load_dataset
+    from .evaluate import evaluate, open_eval_backend, table
+    from .export import load_run
+
+    run = load_run(run_dir, data)
+    test = load_dataset(test_path, run.dataset.task) if test_path else None
+    if plot:
+        from .evaluate import plot_run
+
+        plot_run(run, plot)
+    ref, backend = open_eval_backend(run, test, model, n_ctx=n_ctx, n_threads=n_threads, n_gpu_layers=n_gpu_layers)
+    result = {"model": ref.name, **evaluate(run, backend, test, seed)}
+    if plot:
+        result["plot"] = plot
+    if as_json:
+        click.echo(orjson.dumps(result).decode())
+        return
+    from rich.console import Console
+
+    Console().print(table(result))
+
+
 if __name__ == "__main__":
     sys.exit(main())

@@ -68,7 +68,11 @@ def load_run(run_dir: str | Path, data: str | Path | None = None) -> LabeledRun:
                         "pass the original file with --data")
     spec = dict(config["task"])
     spec["label_words"] = tuple(spec.get("label_words", ("True", "False")))
-    dataset = load_dataset(path, Task(**spec))
+    try:
+        task = Task(**spec)
+    except TypeError as e:
+        raise RunError(f"{rd.path / 'config.json'}: task record not understood ({e}); was it written by a newer icm-lite?") from None
+    dataset = load_dataset(path, task)
     labels, scores = _read_labels(rd.path / "labels.jsonl", dataset)
     summary = rd.read_json("summary.json") if (rd.path / "summary.json").exists() else None
     return LabeledRun(rd.path, config, summary, dataset, labels, scores)

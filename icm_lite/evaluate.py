@@ -1,0 +1,287 @@
+"""How good are a run's labels? Label accuracy against gold, and the paper's many-shot test protocol.
+
+Gold labels enter here and nowhere else near a model: they are compared with finished labels, and they
+are the demonstrations of the explicit "gold labels" baseline. Conditions (each an accuracy vs gold):
+
+  icm        all ICM-labeled training examples as demonstrations, with their ICM labels
+  gold       the same examples with their gold labels (the ceiling the paper compares against)
+  random     the same examples with balanced random labels (seeded)
+  zero-shot  no demonstrations
+
+A prediction is True iff the label word's log-odds > 0. With a test file every test example is a query
+after all demonstrations (one shared prefix). Without one, each of the run's own examples is predicted
+from all the others (exact leave-one-out); this is in-sample, and for `icm` it is the very quantity the
+search maximised, so it is optimistic. This module does not load models (see `open_eval_backend`).
+
+Example: evaluate(load_run("runs/demo"), backend, test=load_dataset("test.jsonl", task))["conditions"]
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import fields
+from typing import Sequence
+
+from .data import Dataset
+from .errors import DataError, RunError
+from .export import LabeledRun
+from .plan import Node
+from .run import agreement
+from .scoring import Scorer
+from .tasks import Example
+
+CONDITIONS = {
+    "icm": "many-shot, ICM labels",
+    "gold": "many-shot, gold labels",
+    "random": "many-shot, random labels (balanced)",
+    "zero-shot": "no demonstrations",
+}
+
+
+def balanced_random(n: int, seed: int) -> list[bool]:
+    """Example: balanced_random(4, 0) -> two True and two False in a seeded order"""
+    ys = [True] * (n // 2) + [False] * (n - n // 2)
+    random.Random(seed).shuffle(ys)
+    return ys
+
+
+def demo_labels(labels: Sequence[bool | None], gold: Sequence[bool | None] | None, seed: int) -> dict[str, list]:
+    """Demonstration labels of each many-shot condition, on the ICM-labeled examples only."""
+    chosen = [i for i, y in enumerate(labels) if y is not None]
+    out: dict[str, list] = {"icm": list(labels)}
+    if gold is not None:
+        out["gold"] = [gold[i] if y is not None else None for i, y in enumerate(labels)]
+    rand: list = [None] * len(labels)
+    for i, y in zip(chosen, balanced_random(len(chosen), seed)):
+        rand[i] = y
+    out["random"] = rand
+    return out
+
+
+def queries_plan(demos, queries: Sequence[int]) -> Node:
+    """Every query after the same demonstrations: the demos are decoded once, as a shared prefix."""
+    return Node(tuple(demos), [Node(((q, None),), [], (q,)) for q in queries])
+
+
+def accuracy(scores: dict[int, float], gold: Sequence[bool | None]) -> dict:
+    """Example: accuracy({0: 1.2, 1: -0.3}, [True, True]) -> {"accuracy": 0.5, "n": 2, "predicted_true": 0.5}"""
+    pairs = [(s > 0, gold[i]) for i, s in scores.items() if gold[i] is not None]
+    if not pairs:
+        return {"accuracy": None, "n": 0, "predicted_true": None}
+    return {"accuracy": sum(p == g for p, g in pairs) / len(pairs), "n": len(pairs),
+            "predicted_true": sum(p for p, _ in pairs) / len(pairs)}
+
+
+def check_context(backend, demos: Sequence[int], queries: Sequence[int]) -> int:
+    """Tokens of the largest many-shot context; a DataError if it exceeds the backend's n_ctx."""
+    need = len(backend.prefix) + sum(max(backend.length((i, True)), backend.length((i, False))) for i in demos)
+    need += max((backend.length((q, None)) for q in queries), default=0)
+    if need > backend.n_ctx:
+        raise DataError(f"many-shot contexts need up to {need} tokens ({len(demos)} demonstrations + the longest query), "
+                        f"more than n_ctx={backend.n_ctx}; raise --n-ctx")
+    return need
+
+
+def eval_examples(run: LabeledRun, test: Dataset | None) -> list[Example]:
+    """The run's examples, then the test examples as queries (no group: they are never demonstrations)."""
+    extra = [Example(f"test:{ex.id}", ex.prompt) for ex in test.examples] if test is not None else []
+    return list(run.dataset.examples) + extra
+
+
+def evaluate(run: LabeledRun, backend, test: Dataset | None = None, seed: int = 0) -> dict:
+    """Label accuracy and the four conditions. `backend` must be prepared for `eval_examples(run, test)`."""
+    t0 = time.perf_counter()
+    tokens0 = backend.tokens_evaluated
+    train_gold = run.dataset.gold
+    n = len(run.dataset)
+    examples = eval_examples(run, test)
+    scorer = Scorer(backend, examples)
+    labeled = [i for i, y in enumerate(run.labels) if y is not None]
+    if test is not None:
+        if test.gold is None:
+            raise DataError(f"test file {test.source} has no gold labels (field {test.task.label_field!r}); eval needs them")
+        gold = [None] * n + list(test.gold)
+        queries = [n + j for j, g in enumerate(test.gold) if g is not None]
+    else:
+        if train_gold is None:
+            raise DataError(f"{run.dataset.source} has no gold labels (field {run.dataset.task.label_field!r}): "
+                            "nothing to evaluate against; pass --test with a labeled file")
+        gold = list(train_gold)
+        queries = [i for i, g in enumerate(train_gold) if g is not None]
+    check_context(backend, labeled, queries)
+
+    wanted = set(queries)
+    conditions = []
+    for name, labs in demo_labels(run.labels, train_gold, seed).items():
+        labs = labs + [None] * (len(examples) - n)
+        if test is not None:
+            scores = backend.run(queries_plan(scorer.demos(labs), queries))
+        else:
+            scores = {i: s for i, s in scorer.loo(labs).items() if i in wanted}
+            rest = [q for q in queries if labs[q] is None]  # unlabeled in this condition: all demos apply
+            scores.update(backend.run(queries_plan(scorer.demos(labs), rest)) if rest else {})
+        conditions.append({"name": name, "description": CONDITIONS[name],
+                           "demos": sum(y is not None for y in labs), **accuracy(scores, gold)})
+    if train_gold is None:
+        conditions.insert(1, {"name": "gold", "description": CONDITIONS["gold"], "demos": 0, "accuracy": None, "n": 0,
+                              "predicted_true": None, "skipped": "the run's data file has no gold labels"})
+    zero = backend.run(queries_plan((), queries))
+    conditions.append({"name": "zero-shot", "description": CONDITIONS["zero-shot"], "demos": 0, **accuracy(zero, gold)})
+
+    ys = [run.labels[i] for i in labeled]
+    target = [gold[q] for q in queries]
+    majority = max(sum(target), len(target) - sum(target)) / len(target) if target else None
+    out = {
+        "run": str(run.path), "protocol": "test" if test is not None else "leave-one-out",
+        "test": test.source if test is not None else None, "examples": n, "labeled": len(labeled),
+        "label_balance": {"true": sum(ys), "false": len(ys) - sum(ys)},
+        "label_accuracy": None, "label_accuracy_n": 0,
+        "queries": len(queries), "majority_baseline": majority, "conditions": conditions,
+    }
+    agr = agreement(run.labels, train_gold)
+    if agr is not None:
+        out["label_accuracy"], out["label_accuracy_n"] = agr
+    if test is not None:
+        train_prompts = {ex.prompt for ex in run.dataset.examples}
+        out["overlap"] = sum(ex.prompt in train_prompts for ex in test.examples)
+    out["tokens_evaluated"] = backend.tokens_evaluated - tokens0
+    out["seconds"] = round(time.perf_counter() - t0, 2)
+    out["notes"] = notes(out)
+    return out
+
+
+def notes(result: dict) -> list[str]:
+    out = []
+    if result["protocol"] == "leave-one-out":
+        out.append("no --test file: leave-one-out over the run's own examples (each predicted from all the others); "
+                   "in-sample, and the ICM row is what the search maximised, so it is optimistic")
+    if result.get("overlap"):
+        out.append(f"{result['overlap']} test prompt(s) also appear in the run's data: the test set is not held out")
+    out.append("gold labels are used for evaluation only (and as the demonstrations of the gold row)")
+    return out
+
+
+# --- wiring a real model (the CLI calls these) -------------------------------------------------------
+def open_eval_backend(run: LabeledRun, test: Dataset | None, model: str | None = None, **overrides):
+    """Load the run's model (or `model`) with the run's options, overridden by non-None `overrides`."""
+    from .models import registry, resolve_model
+    from .run import ModelOptions, open_backend
+
+    cfg = run.config
+    if model is None:
+        name, path = cfg.get("model"), cfg.get("model_path")
+        if name is None and path is None:
+            raise RunError(f"{run.path / 'config.json'} names no model; pass --model")
+        model = name if name in registry()["models"] else path
+    ref = resolve_model(model)
+    known = {f.name for f in fields(ModelOptions)}
+    opts = {k: v for k, v in (cfg.get("model_options") or {}).items() if k in known}
+    opts.update({k: v for k, v in overrides.items() if v is not None})
+    backend = open_backend(ref.path, ModelOptions(**opts), int((cfg.get("search") or {}).get("seed", 0)))
+    backend.prepare(eval_examples(run, test), run.dataset.task.label_words)
+    return ref, backend
+
+
+def table(result: dict):
+    """A Rich renderable of the result (the CLI prints it; this module never prints)."""
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
+    def pct(x):
+        return "—" if x is None else f"{x:.1%}"
+
+    where = f"test file {result['test']}" if result["test"] else "leave-one-out over the run's own examples"
+    b = result["label_balance"]
+    head = [f"run {result['run']}" + (f", model {result['model']}" if result.get("model") else ""),
+            f"label accuracy vs gold: {pct(result['label_accuracy'])} of {result['label_accuracy_n']} labeled "
+            f"({result['labeled']}/{result['examples']} labeled: {b['true']} True, {b['false']} False)",
+            f"accuracy on {result['queries']} queries, {where}:"]
+    t = Table()
+    for col, just in (("condition", "left"), ("demos", "right"), ("accuracy", "right"), ("n", "right"),
+                      ("pred. True", "right")):
+        t.add_column(col, justify=just)
+    for c in result["conditions"]:
+        t.add_row(c["description"] if not c.get("skipped") else f"{c['description']} (skipped: {c['skipped']})",
+                  str(c["demos"]), pct(c["accuracy"]), str(c["n"]), pct(c["predicted_true"]))
+    tail = [f"majority-class baseline on the queries: {pct(result['majority_baseline'])}",
+            f"{result['tokens_evaluated']} tokens in {result['seconds']} s"]
+    tail += [f"note: {n}" for n in result["notes"]]
+    return Group(Text("\n".join(head)), t, Text("\n".join(tail)))
+
+
+# --- the search over time (evaluation only: gold is compared with reconstructed labels) ---------------
+def trajectory(run: LabeledRun, events: list[dict]) -> list[dict]:
+    """Per event: step (proposals so far, over all batches), batch, U (of that batch), and agreement with
+    gold where the labels at that point are known exactly.
+
+    Events record only the proposed example's change, not what ConsistencyFix changed with it nor which
+    examples were seeded. Walking back from the final labels undoes each accepted change; before an accept
+    that applied fixes, or before a seed event, the labels are unknown and agreement is None (never guessed).
+
+    Example: trajectory(run, RunDir(run.path).events())[-1] -> {"step": 3000, "U": 41.2, "agreement": 0.9, ...}
+    """
+    gold = run.dataset.gold
+    step = 0
+    steps = []
+    for ev in events:
+        step += ev.get("kind") in ("skip", "accept", "reject")
+        steps.append(step)
+    labels = list(run.labels)
+    known = True
+    rows = []
+    for ev, x in zip(reversed(events), reversed(steps)):
+        agr = agreement(labels, gold) if known and gold is not None else None
+        rows.append({"step": x, "batch": ev.get("batch", 0), "U": ev.get("U"), "kind": ev.get("kind"),
+                     "agreement": agr[0] if agr else None})
+        kind = ev.get("kind")
+        if kind == "seed":
+            known = False  # which examples the seed labeled is not logged
+        elif kind == "accept" and known:
+            if ev.get("fixes") or not (isinstance(ev.get("example"), int) and 0 <= ev["example"] < len(labels)):
+                known = False
+            else:
+                labels[ev["example"]] = ev.get("old")
+    return rows[::-1]
+
+
+def plot_run(run: LabeledRun, out) -> dict:
+    """Draw U and agreement with gold over iterations to `out` (.png); needs matplotlib (extra `plot`)."""
+    from .rundir import RunDir
+
+    events = RunDir(run.path).events()
+    if not events:
+        raise RunError(f"{run.path / 'events.jsonl'} is missing or empty: nothing to plot")
+    try:
+        from matplotlib.figure import Figure  # no pyplot: no global backend or open-figure state
+    except ImportError:
+        raise RunError("--plot needs matplotlib: pip install 'icm-lite[plot]'") from None
+    rows = trajectory(run, events)
+    x = [r["step"] for r in rows]
+    fig = Figure(figsize=(7, 5))
+    top, bottom = fig.subplots(2, 1, sharex=True)
+    top.plot(x, [r["U"] for r in rows], color="tab:blue", lw=1)
+    top.set_ylabel("U of the batch" if rows[-1]["batch"] else "U = alpha P - I")
+    for a, b in zip(rows, rows[1:]):
+        if b["batch"] != a["batch"]:
+            for ax in (top, bottom):
+                ax.axvline(b["step"], color="gray", lw=0.5, ls=":")
+    known = [(r["step"], r["agreement"]) for r in rows if r["agreement"] is not None]
+    if known:
+        bottom.plot(*zip(*known), color="tab:green", lw=1)
+    bottom.set_ylabel("agreement with gold")
+    bottom.set_ylim(0, 1.02)
+    bottom.set_xlabel("proposals" + (" (dotted: next batch)" if rows[-1]["batch"] else ""))
+    if len(known) < len(rows) and run.dataset.gold is not None:
+        since = f"before step {known[0][0]}" if known else "throughout"
+        bottom.set_title(f"agreement unknown {since}: the event log does not record seeds or ConsistencyFix "
+                         "changes", fontsize=8)
+    n = len(run.labels)
+    fig.suptitle(f"{run.path.name}: {run.dataset.task.name}, {n} examples", fontsize=10)
+    fig.tight_layout()
+    try:
+        fig.savefig(out, dpi=120)
+    except OSError as e:
+        raise RunError(f"cannot write {out}: {e.strerror or e}") from None
+    return {"plot": str(out), "events": len(rows), "agreement_points": len(known)}
