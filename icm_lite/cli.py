@@ -273,11 +273,12 @@ def export(run_dir, fmt, openai_dpo, out, valid_fraction, test_fraction, seed, d
 @click.option("--n-ctx", default=None, type=click.IntRange(64), help="Context size. Default: the run's.")
 @click.option("--n-threads", default=None, type=click.IntRange(1), help="CPU threads. Default: the run's (all cores).")
 @click.option("--n-gpu-layers", default=None, type=int, help="Layers to offload to the GPU. Default: the run's.")
-@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the random-labels baseline.")
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the random-labels baseline (and of --demos).")
+@click.option("--demos", default=None, type=click.IntRange(1), help="Show at most this many labeled examples (whole groups, seeded) when all do not fit n_ctx. Default: all.")
 @click.option("--data", default=None, type=click.Path(dir_okay=False), help="The run's data file, if it moved (its sha256 must match).")
 @click.option("--plot", default=None, type=click.Path(dir_okay=False), help="Also draw agreement with gold and U over iterations to this .png (needs the `plot` extra).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
-def eval_(run_dir, test_path, model, n_ctx, n_threads, n_gpu_layers, seed, data, plot, as_json):
+def eval_(run_dir, test_path, model, n_ctx, n_threads, n_gpu_layers, seed, demos, data, plot, as_json):
     """Accuracy of RUN_DIR's labels vs gold, and many-shot test accuracy with ICM, gold, random labels and zero-shot.
 
     Gold labels (the data's label field) are used for evaluation only.
@@ -295,7 +296,7 @@ def eval_(run_dir, test_path, model, n_ctx, n_threads, n_gpu_layers, seed, data,
 
         plot_run(run, plot)
     ref, backend = open_eval_backend(run, test, model, n_ctx=n_ctx, n_threads=n_threads, n_gpu_layers=n_gpu_layers)
-    result = {"model": ref.name, **evaluate(run, backend, test, seed)}
+    result = {"model": ref.name, **evaluate(run, backend, test, seed, demos)}
     if plot:
         result["plot"] = plot
     if as_json:

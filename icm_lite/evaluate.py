@@ -79,7 +79,7 @@ def check_context(backend, demos: Sequence[int], queries: Sequence[int]) -> int:
     need += max((backend.length((q, None)) for q in queries), default=0)
     if need > backend.n_ctx:
         raise DataError(f"many-shot contexts need up to {need} tokens ({len(demos)} demonstrations + the longest query), "
-                        f"more than n_ctx={backend.n_ctx}; raise --n-ctx")
+                        f"more than n_ctx={backend.n_ctx}; raise --n-ctx or show fewer with --demos")
     return need
 
 
@@ -89,8 +89,33 @@ def eval_examples(run: LabeledRun, test: Dataset | None) -> list[Example]:
     return list(run.dataset.examples) + extra
 
 
-def evaluate(run: LabeledRun, backend, test: Dataset | None = None, seed: int = 0) -> dict:
-    """Label accuracy and the four conditions. `backend` must be prepared for `eval_examples(run, test)`."""
+def choose_demos(run: LabeledRun, k: int | None, seed: int) -> list[int]:
+    """Up to k ICM-labeled examples, whole consistency groups in a seeded order (all of them if k is None).
+
+    Example: choose_demos(run, 64, 0) -> indices of at most 64 labeled examples
+    """
+    labeled = [i for i, y in enumerate(run.labels) if y is not None]
+    if k is None or k >= len(labeled):
+        return labeled
+    groups: dict = {}
+    for i in labeled:
+        g = run.dataset.examples[i].group
+        groups.setdefault(g if g is not None else ("solo", i), []).append(i)
+    order = list(groups.values())
+    random.Random(seed).shuffle(order)
+    chosen: list[int] = []
+    for members in order:
+        if len(chosen) + len(members) <= k:
+            chosen += members
+    return sorted(chosen)
+
+
+def evaluate(run: LabeledRun, backend, test: Dataset | None = None, seed: int = 0, demos: int | None = None) -> dict:
+    """Label accuracy and the four conditions. `backend` must be prepared for `eval_examples(run, test)`.
+
+    demos: use at most this many labeled examples (whole groups, seeded) as demonstrations, the same ones
+    in every many-shot row, when all of them do not fit one context.
+    """
     t0 = time.perf_counter()
     tokens0 = backend.tokens_evaluated
     train_gold = run.dataset.gold
@@ -98,6 +123,8 @@ def evaluate(run: LabeledRun, backend, test: Dataset | None = None, seed: int = 
     examples = eval_examples(run, test)
     scorer = Scorer(backend, examples)
     labeled = [i for i, y in enumerate(run.labels) if y is not None]
+    shown = choose_demos(run, demos, seed)
+    in_context = set(shown)
     if test is not None:
         if test.gold is None:
             raise DataError(f"test file {test.source} has no gold labels (field {test.task.label_field!r}); eval needs them")
@@ -109,11 +136,12 @@ def evaluate(run: LabeledRun, backend, test: Dataset | None = None, seed: int = 
                             "nothing to evaluate against; pass --test with a labeled file")
         gold = list(train_gold)
         queries = [i for i, g in enumerate(train_gold) if g is not None]
-    check_context(backend, labeled, queries)
+    need = check_context(backend, shown, queries)
 
     wanted = set(queries)
     conditions = []
-    for name, labs in demo_labels(run.labels, train_gold, seed).items():
+    demo_set = [y if i in in_context else None for i, y in enumerate(run.labels)]
+    for name, labs in demo_labels(demo_set, train_gold, seed).items():
         labs = labs + [None] * (len(examples) - n)
         if test is not None:
             scores = backend.run(queries_plan(scorer.demos(labs), queries))
@@ -138,6 +166,7 @@ def evaluate(run: LabeledRun, backend, test: Dataset | None = None, seed: int = 
         "label_balance": {"true": sum(ys), "false": len(ys) - sum(ys)},
         "label_accuracy": None, "label_accuracy_n": 0,
         "queries": len(queries), "majority_baseline": majority, "conditions": conditions,
+        "demos_shown": len(shown), "largest_context": need,
     }
     agr = agreement(run.labels, train_gold)
     if agr is not None:
@@ -156,6 +185,9 @@ def notes(result: dict) -> list[str]:
     if result["protocol"] == "leave-one-out":
         out.append("no --test file: leave-one-out over the run's own examples (each predicted from all the others); "
                    "in-sample, and the ICM row is what the search maximised, so it is optimistic")
+    if result["demos_shown"] < result["labeled"]:
+        out.append(f"demonstrations: {result['demos_shown']} of the {result['labeled']} labeled examples (--demos), "
+                   "the same ones in every many-shot row")
     if result.get("overlap"):
         out.append(f"{result['overlap']} test prompt(s) also appear in the run's data: the test set is not held out")
     out.append("gold labels are used for evaluation only (and as the demonstrations of the gold row)")

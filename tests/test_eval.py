@@ -135,6 +135,19 @@ def test_contexts_that_do_not_fit_are_an_error():
         evaluate(run, fake(hidden, n_ctx=500), test)
 
 
+def test_fewer_demos_when_all_do_not_fit():
+    run, test, hidden = make(n_train=40, n_test=8, unlabeled=0)
+    with pytest.raises(DataError, match="--demos"):
+        evaluate(run, fake(hidden, n_ctx=1000), test)
+    backend = Recording(fake(hidden, n_ctx=1000))
+    res = evaluate(run, backend, test, demos=20)
+    assert res["demos_shown"] == 20 and res["largest_context"] <= 1000 and any("20 of the 40" in n for n in res["notes"])
+    assert [c["demos"] for c in res["conditions"]] == [20, 20, 20, 0]
+    demo_sets = [{i for i, _ in next(iter(calls.values()))[:-1]} for calls in backend.calls[:3]]
+    assert demo_sets[0] == demo_sets[1] == demo_sets[2] and len(demo_sets[0]) == 20  # the same examples in every row
+    assert res["label_accuracy_n"] == 40  # label accuracy still covers every labeled example
+
+
 def test_gold_is_required_where_it_is_the_reference():
     run, test, hidden = make()
     no_gold = Dataset(test.examples, None, CLAIM, "test.jsonl")
