@@ -82,7 +82,7 @@ def model_options(f):
     """Options every command that loads a model takes."""
     opts = [
         click.option("--model", "-m", default=None, help="Registry name (see `icm-lite models list`) or path to a .gguf file. Default: gemma-3-270m."),
-        click.option("--n-ctx", default=8192, show_default=True, type=click.IntRange(64), help="Context size in tokens; the whole labeled set must fit."),
+        click.option("--n-ctx", default=8192, show_default=True, type=click.IntRange(64), help="Context size in tokens; data that does not fit one context is labeled in batches that do."),
         click.option("--n-gpu-layers", default=0, show_default=True, type=int, help="Layers to offload to the GPU (-1 = all; needs a CUDA/Metal build)."),
         click.option("--n-threads", default=None, type=click.IntRange(1), help="CPU threads. Default: all cores."),
         click.option("--n-batch", default=512, show_default=True, type=click.IntRange(1), help="Tokens per llama.cpp decode call."),
@@ -101,24 +101,34 @@ def _sha256(path: str) -> str:
     return h.hexdigest()
 
 
-def _plain(ev, total: int, extra: str = "") -> None:
-    parts = [f"[{ev.iteration}/{total}]", f"{ev.kind:<6}"]
-    if ev.example is not None:
-        parts.append(f"ex={ev.example}")
-    if ev.delta is not None:
-        parts.append(f"dU={ev.delta:+.3f}")
-    parts += [f"T={ev.temperature:.3f}", f"U={ev.U:.3f}", f"P={ev.P:.3f}", f"I={ev.I}",
-              f"labeled={ev.n_labeled}", f"true={ev.n_true}", f"tokens={ev.tokens}"]
-    click.echo(" ".join(parts) + extra, err=True)
+def _run_with(ui, job, should_stop):
+    """The job under its live display; the display is closed before any error line is printed."""
+    with ui:
+        return job.run(ui.update, should_stop=should_stop)
+
+
+def _saved_task(config: dict, where: str):
+    from .errors import RunError
+    from .tasks import Task
+
+    try:
+        spec = dict(config["task"])
+        spec["label_words"] = tuple(spec.get("label_words", ("True", "False")))
+        return Task(**spec)
+    except (KeyError, TypeError) as e:
+        raise RunError(f"{where}: task record not understood ({e})") from None
 
 
 @main.command()
-@click.argument("data", type=click.Path(dir_okay=False))
+@click.argument("data", required=False, type=click.Path(dir_okay=False))
 @click.option("--task", "-t", default="claim", show_default=True, help="claim | math | comparison | path to a task .json file.")
 @model_options
-@click.option("--out", "-o", "out", required=True, type=click.Path(file_okay=False), help="Run directory to write.")
+@click.option("--out", "-o", "out", default=None, type=click.Path(file_okay=False), help="Run directory to write (required unless --resume).")
+@click.option("--resume", "resume", default=None, type=click.Path(file_okay=False),
+              help="Continue the run in this run directory exactly where it stopped. DATA and every option come from its "
+                   "config.json; an option given anyway must equal the saved one.")
 @click.option("--force", is_flag=True, help="Overwrite an existing run directory.")
-@click.option("--iterations", default=3000, show_default=True, type=click.IntRange(0), help="Search iterations (proposals).")
+@click.option("--iterations", default=3000, show_default=True, type=click.IntRange(0), help="Search iterations (proposals) per batch.")
 @click.option("--alpha", default=30.0, show_default=True, help="Weight of mutual predictability vs. inconsistencies. Tuned for --objective code; with paper (a sum over examples) scale alpha and T0 down by about N.")
 @click.option("--t0", default=10.0, show_default=True, help="Initial temperature.")
 @click.option("--t-min", default=0.01, show_default=True, help="Final temperature.")
@@ -127,33 +137,97 @@ def _plain(ev, total: int, extra: str = "") -> None:
 @click.option("--fix-rounds", default=10, show_default=True, type=click.IntRange(0), help="ConsistencyFix rounds per proposal.")
 @click.option("--objective", type=click.Choice(OBJECTIVES), default="code", show_default=True, help="code: mean log-odds (authors' code); paper: sum of log-probabilities.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Random seed (same seed + data + model = same run).")
-@click.option("--json", "as_json", is_flag=True, help="Print the final summary as JSON on stdout.")
-def label(data, task, model, n_ctx, n_gpu_layers, n_threads, n_batch, flash_attn, out, force, iterations, alpha, t0,
-          t_min, schedule, init_k, fix_rounds, objective, seed, as_json):
+@click.option("--batch-size", default=None, type=click.IntRange(1),
+              help="At most this many examples per batch. Default: as many as fit --n-ctx. Data that does not fit one "
+                   "context is labeled batch after batch; batches are balanced and never split a consistency group.")
+@click.option("--carry", default=8, show_default=True, type=click.IntRange(0),
+              help="Labeled examples of earlier batches placed first in every context of the next batch, as fixed "
+                   "demonstrations (they keep True meaning the same thing across batches).")
+@click.option("--plain", is_flag=True, help="One plain line per event on stderr instead of the live dashboard (automatic when stderr is not a terminal).")
+@click.option("--json", "as_json", is_flag=True, help="Print only the final summary, as JSON, on stdout.")
+@click.pass_context
+def label(ctx, data, task, model, n_ctx, n_gpu_layers, n_threads, n_batch, flash_attn, out, resume, force, iterations,
+          alpha, t0, t_min, schedule, init_k, fix_rounds, objective, seed, batch_size, carry, plain, as_json):
     """Label DATA (.json or .jsonl) with ICM and write RUN_DIR/labels.jsonl.
+
+    While it runs, stderr shows a live dashboard (or plain lines); the run directory is saved after every
+    event, so a stopped or killed run continues with --resume RUN_DIR.
 
     Example: icm-lite label examples/sentiment.jsonl --task examples/sentiment.task.json --out runs/demo
     """
+    from click.core import ParameterSource
+
     from .data import load_dataset
+    from .errors import RunError
     from .models import resolve_model
     from .rundir import RunDir
-    from .run import LabelJob, ModelOptions, check_fits, config_record, open_backend
+    from .run import RESUMABLE, LabelJob, ModelOptions, config_record, open_backend, plan_for, resume_conflicts
     from .tasks import Task
+    from .ui import make_ui
 
-    t = Task.resolve(task)
+    if resume:
+        if out or force:
+            raise UserError("--resume continues RUN_DIR in place: leave out --out and --force")
+        run_dir = RunDir.open(resume)
+        saved = run_dir.read_json("config.json")
+        given = {k: v for k, v in ctx.params.items()
+                 if k in RESUMABLE and ctx.get_parameter_source(k) == ParameterSource.COMMANDLINE}
+        if "task" in given:
+            given["task"] = Task.resolve(given["task"]).to_dict()
+        if "model" in given:
+            given["model"] = str(resolve_model(given["model"]).path)
+        diffs = resume_conflicts(saved, given)
+        if diffs:
+            raise RunError(f"cannot resume {resume}: {', '.join(diffs)}; leave out what differs to use the saved values")
+        try:
+            data = data or saved["data"]
+            t = _saved_task(saved, str(run_dir.path / "config.json"))
+            opts = ModelOptions(**saved["model_options"])
+            config = SearchConfig(**saved["search"])
+            model, batches, carried = saved["model_path"], saved["batches"], saved["carried"]
+            batch_size, carry = saved["batch_size"], saved["carry"]
+        except (KeyError, TypeError, ValueError) as e:
+            raise RunError(f"{run_dir.path / 'config.json'} is damaged or from another version ({e})") from None
+        if not Path(data).is_file():
+            raise RunError(f"cannot resume {resume}: its data file {data} is missing; pass DATA if it moved")
+        got = _sha256(data)
+        if got != saved["data_sha256"]:
+            raise RunError(f"cannot resume {resume}: {data} is not the file the run labeled (sha256 {got[:12]}…, "
+                           f"saved {saved['data_sha256'][:12]}…); restore it or start a new run")
+        out = resume
+    else:
+        if data is None:
+            raise click.UsageError("missing argument DATA (or --resume RUN_DIR)")
+        if out is None:
+            raise click.UsageError("missing option --out RUN_DIR")
+        t = Task.resolve(task)
+        opts = ModelOptions(n_ctx, n_gpu_layers, n_threads, n_batch, flash_attn)
+        config = SearchConfig(alpha=alpha, t0=t0, t_min=t_min, schedule=schedule, iterations=iterations, init_k=init_k,
+                              fix_rounds=fix_rounds, objective=objective, seed=seed)
     dataset = load_dataset(data, t)
     ref = resolve_model(model)
-    opts = ModelOptions(n_ctx, n_gpu_layers, n_threads, n_batch, flash_attn)
-    config = SearchConfig(alpha=alpha, t0=t0, t_min=t_min, schedule=schedule, iterations=iterations, init_k=init_k,
-                          fix_rounds=fix_rounds, objective=objective, seed=seed)
     click.echo(f"loading {ref.name} ({ref.path})", err=True)
-    backend = open_backend(ref.path, opts, seed)
+    backend = open_backend(ref.path, opts, config.seed)
     backend.prepare(dataset.examples, t.label_words)
-    need = check_fits(dataset, backend)
-    run_dir = RunDir.create(out, force=force)
-    run_dir.write_json("config.json", config_record(dataset, _sha256(data), ref.name, str(ref.path), opts, config))
-    click.echo(f"{len(dataset)} examples, largest context {need} tokens (n_ctx {n_ctx}); {iterations} iterations", err=True)
-    job = LabelJob(dataset, backend, config, run_dir)
+    if resume:
+        job = LabelJob(dataset, backend, config, run_dir, batches, carried)
+        job.resume()
+        click.echo(f"resuming {out}: batch {job.batch + 1}/{len(job.batches)}, {job.iterations_done()} of "
+                   f"{config.iterations * len(job.batches)} iterations done", err=True)
+    else:
+        batches, carried = plan_for(dataset, backend, opts.n_ctx, batch_size, carry)
+        run_dir = RunDir.create(out, force=force)
+        run_dir.write_json("config.json", config_record(dataset, _sha256(data), ref.name, str(ref.path), opts, config,
+                                                        batches, batch_size, carry, carried))
+        job = LabelJob(dataset, backend, config, run_dir, batches, carried)
+        sizes = sorted(len(b) for b in batches)
+        split = ("one batch" if len(batches) == 1 else
+                 f"{len(batches)} batches of {sizes[0]}–{sizes[-1]} (each after the first starts with {carried} "
+                 f"carried demonstrations)")
+        click.echo(f"{len(dataset)} examples in {split}, n_ctx {opts.n_ctx}; {config.iterations} iterations per batch",
+                   err=True)
+    iterations = config.iterations * len(job.batches)  # what the stop message counts against: all batches
+    ui = make_ui(plain, f"icm-lite label · {ref.name} · {Path(data).name} → {out}")
     # Ctrl-C and SIGTERM ask the search to stop after the current step; the job then saves its state and we
     # exit 130/143. A second Ctrl-C stops at once: every accepted state is already on disk.
     import signal
@@ -171,7 +245,7 @@ def label(data, task, model, n_ctx, n_gpu_layers, n_threads, n_batch, flash_attn
         previous = {s: signal.signal(s, ask_stop) for s in (signal.SIGINT, signal.SIGTERM)}
     summary = None
     try:
-        summary = job.run(lambda ev: _plain(ev, iterations), should_stop=lambda: bool(stop))
+        summary = _run_with(ui, job, lambda: bool(stop))
     except KeyboardInterrupt:
         stop.append(signal.SIGINT)
     finally:
@@ -180,8 +254,8 @@ def label(data, task, model, n_ctx, n_gpu_layers, n_threads, n_batch, flash_attn
                 signal.signal(s, h)
     if stop:
         at = f" after iteration {summary['iterations']}/{iterations}" if summary else ""
-        raise Interrupted(f"stopped by {signal.Signals(stop[0]).name}{at}; the last accepted state is saved in {out}",
-                          stop[0])
+        raise Interrupted(f"stopped by {signal.Signals(stop[0]).name}{at}; the last accepted state is saved in {out} "
+                          f"(continue with: icm-lite label --resume {out})", stop[0])
     summary.update(job.evaluate())
     run_dir.write_json("summary.json", summary)
     if as_json:
@@ -196,6 +270,8 @@ def _print_summary(s: dict, out: str) -> None:
         f"U = {s['U']:.3f}  (P = {s['P']:.3f}, inconsistencies = {s['inconsistencies']})",
         f"{s['iterations']} iterations, {s['accepted']} accepted, {s['tokens_evaluated']} tokens in {s['seconds']} s",
     ]
+    if s.get("batches", 1) > 1:
+        lines.insert(1, f"{s['batches']} batches; U and P are means over the batches, inconsistencies their sum")
     if "agreement" in s:
         lines.append(f"agreement with gold (evaluation only): {s['agreement']:.1%} of {s['agreement_n']} labeled")
         lines.append(f"zero-shot baseline (no demonstrations): {s['zero_shot_accuracy']:.1%} of {s['zero_shot_n']}")

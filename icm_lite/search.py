@@ -104,10 +104,15 @@ class SearchState:
 
 
 class Search:
-    def __init__(self, examples: Sequence[Example], scorer: Scorer, relation: str, config: SearchConfig):
+    def __init__(self, examples: Sequence[Example], scorer: Scorer, relation: str, config: SearchConfig, *,
+                 ranked_seeds: bool = False):
+        """ranked_seeds: label the K seeds by rank of their predicted log-odds (top half True) instead of at
+        random; for a scorer whose contexts start with fixed demonstrations (later batches), so the seeds
+        follow the polarity those demonstrations set. Still half True, half False."""
         self.examples = examples
         self.scorer = scorer
         self.config = config
+        self.ranked_seeds = ranked_seeds
         self.cons = Consistency(examples, relation)
         self.rng = random.Random(config.seed)
         self.state = SearchState(labels=[None] * len(examples))
@@ -175,7 +180,12 @@ class Search:
         k = min(self.config.init_k, n)
         chosen = self.rng.sample(range(n), k)
         seeds = [True] * (k // 2) + [False] * (k - k // 2)
-        self.rng.shuffle(seeds)
+        if self.ranked_seeds:
+            empty = [None] * n
+            odds = {i: self.scorer.predict(i, empty) for i in chosen}
+            chosen.sort(key=lambda i: (-odds[i], i))
+        else:
+            self.rng.shuffle(seeds)
         labels: list = [None] * n
         for i, y in zip(chosen, seeds):
             labels[i] = y
