@@ -359,7 +359,7 @@ def eval_(run_dir, test_path, model, n_ctx, n_threads, n_gpu_layers, seed, demos
 
     Gold labels (the data's label field) are used for evaluation only.
 
-    Example: icm-lite eval runs/demo --test examples/truthfulqa_test.jsonl
+    Example: icm-lite eval runs/demo --test data/test.jsonl
     """
     from .data import load_dataset
     from .evaluate import evaluate, open_eval_backend, table
