@@ -21,7 +21,7 @@ from typing import Hashable, Sequence
 import numpy as np
 
 from .errors import ModelError, UserError
-from .plan import Item, Node, walk
+from .plan import Item, Node
 from .tasks import Example
 
 
@@ -37,23 +37,39 @@ def _variants(word: str) -> list[str]:
 
 class LlamaBackend:
     def __init__(self, model_path: str, *, n_ctx: int = 8192, n_gpu_layers: int = 0, n_threads: int | None = None,
-                 n_batch: int = 512, flash_attn: bool = False, seed: int = 0):
+                 n_batch: int = 512, flash_attn: bool = False, seed: int = 0, n_seq: int = 1):
         import llama_cpp
 
-        self._llama_cpp = llama_cpp
+        self._lc = llama_cpp
         self.n_ctx = n_ctx
+        self.n_batch = n_batch
+        # n_seq > 1 decodes small subtrees as parallel sequences in one batch (fewer, larger decodes), but
+        # several sequences in one decode change the numbers (SmolLM2: up to 0.14 nats, measured), so the
+        # exact depth-first path over one sequence is the default.
+        self.n_seq = max(1, min(n_seq, 256))
+        threads = n_threads or os.cpu_count() or 1
         try:
-            self.llm = llama_cpp.Llama(
-                model_path=str(model_path), n_ctx=n_ctx, n_batch=n_batch, n_ubatch=n_batch,
-                n_gpu_layers=n_gpu_layers, n_threads=n_threads or os.cpu_count() or 1,
-                flash_attn=flash_attn, logits_all=False, seed=seed, verbose=False)
+            # The Llama object holds the weights and the tokenizer; its own context stays tiny.
+            self.llm = llama_cpp.Llama(model_path=str(model_path), n_ctx=256, n_batch=64, n_gpu_layers=n_gpu_layers,
+                                       n_threads=threads, logits_all=False, seed=seed, verbose=False)
         except ValueError as e:
-            msg = str(e)
-            if "llama_context" in msg:  # not just "context": the model path may contain that word
-                raise ModelError(f"llama.cpp could not create a context of {n_ctx} tokens (out of memory?): "
-                                 "lower --n-ctx or --n-batch, or offload fewer layers with --n-gpu-layers") from None
-            raise ModelError(f"llama.cpp could not load {model_path} ({msg}): the file is damaged or its architecture "
-                             f"is not supported by llama-cpp-python {getattr(llama_cpp, '__version__', '?')}") from None
+            raise ModelError(f"llama.cpp could not load {model_path}: the file is damaged or its architecture is not "
+                             f"supported by llama-cpp-python {getattr(llama_cpp, '__version__', '?')}") from None
+        p = llama_cpp.llama_context_default_params()
+        p.n_ctx = n_ctx + n_batch  # headroom: a batch of branches sits beside the current path
+        p.n_batch = p.n_ubatch = n_batch
+        p.n_seq_max = self.n_seq
+        p.kv_unified = True  # branches share their prefix's KV cells
+        p.n_threads = p.n_threads_batch = threads
+        p.flash_attn_type = (llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED if flash_attn
+                             else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED)
+        p.no_perf = True
+        self.ctx = llama_cpp.llama_init_from_model(self.llm.model, p)
+        if not self.ctx:
+            raise ModelError(f"llama.cpp could not create a context of {n_ctx} tokens (out of memory?): "
+                             "lower --n-ctx or --n-batch, or offload fewer layers with --n-gpu-layers")
+        self.mem = llama_cpp.llama_get_memory(self.ctx)
+        self.batch = llama_cpp.llama_batch_init(n_batch, 0, self.n_seq)
         self.n_vocab = self.llm.n_vocab()
         bos = self.llm.tokenize(b"", add_bos=True, special=False)
         self.prefix: list[int] = bos[:1]  # BOS once at the start of every context (if the model uses one)
@@ -61,11 +77,24 @@ class LlamaBackend:
         self.tokens_reused = 0  # tokens a push found already in the cache
         self.naive_tokens = 0  # tokens the same reads would cost with every context built from scratch
         self.decode_seconds = 0.0
-        self._kv: list[int] = []  # tokens held by the KV cache, in order
+        self.decode_calls = 0
+        self._kv: list[int] = []  # tokens in sequence 0's cells, by position
         self._pos = 0  # current context length (<= len(self._kv))
         self.clear()
         self.queries: list[list[int]] = []
         self.demos: list[tuple[list[int], list[int]]] = []
+
+    def close(self) -> None:
+        if getattr(self, "ctx", None):
+            self._lc.llama_batch_free(self.batch)
+            self._lc.llama_free(self.ctx)
+            self.ctx = None
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
 
     # --- tokens ------------------------------------------------------------------------------------
     def tokenize(self, text: str) -> list[int]:
@@ -109,56 +138,159 @@ class LlamaBackend:
     def context_length(self, items: Sequence[Item]) -> int:
         return len(self.prefix) + sum(self.length(it) for it in items)
 
-    # --- plan.Ops ----------------------------------------------------------------------------------
-    def mark(self) -> int:
-        return self._pos
+    # --- decoding ----------------------------------------------------------------------------------
+    def _decode(self, rows: list[tuple[int, int, Sequence[int], bool]]) -> None:
+        """One llama_decode of rows (token, position, sequence ids, want logits)."""
+        b = self.batch
+        for k, (tok, pos, seqs, want) in enumerate(rows):
+            b.token[k] = tok
+            b.pos[k] = pos
+            b.n_seq_id[k] = len(seqs)
+            for j, s in enumerate(seqs):
+                b.seq_id[k][j] = s
+            b.logits[k] = want
+        b.n_tokens = len(rows)
+        t0 = time.perf_counter()
+        rc = self._lc.llama_decode(self.ctx, b)
+        self.decode_seconds += time.perf_counter() - t0
+        self.decode_calls += 1
+        if rc != 0:
+            raise ModelError(f"llama_decode failed (code {rc}): the KV cache is full or memory ran out; lower --n-ctx or --n-batch")
+        self.tokens_evaluated += len(rows)
 
-    def rewind(self, mark: int) -> None:
-        self._pos = mark  # lazy: cells past _pos stay until a push overwrites them
+    def _logodds(self, row: int) -> float:
+        lp = self._lc.llama_get_logits_ith(self.ctx, row)
+        logits = np.ctypeslib.as_array(lp, shape=(self.n_vocab,))
+        t, f = logits[self.true_ids].astype(np.float64), logits[self.false_ids].astype(np.float64)
+        return float(_lse(t) - _lse(f))
 
-    def push(self, items: Sequence[Item], read: bool) -> None:
-        toks = [t for it in items for t in self.item_tokens(it)]
-        if self._pos + len(toks) > self.n_ctx:
-            raise UserError(f"a context needs {self._pos + len(toks)} tokens but n_ctx is {self.n_ctx}: "
+    def _push(self, toks: list[int], read: bool) -> float | None:
+        """Extend sequence 0 from the current position, reusing cells that already hold these tokens."""
+        pos = self._pos
+        if pos + len(toks) > self.n_ctx:
+            raise UserError(f"a context needs {pos + len(toks)} tokens but n_ctx is {self.n_ctx}: "
                             "raise --n-ctx or label fewer examples per batch")
-        limit = len(toks) - 1 if read else len(toks)  # a read needs the last token decoded (fresh logits)
-        kv, pos, k = self._kv, self._pos, 0
+        limit = len(toks) - 1 if read else len(toks)  # a read needs its last token decoded (fresh logits)
+        kv, k = self._kv, 0
         while k < limit and pos + k < len(kv) and kv[pos + k] == toks[k]:
             k += 1
         self.tokens_reused += k
+        start = pos + k
         rest = toks[k:]
         if rest:
-            self.llm.n_tokens = pos + k
-            t0 = time.perf_counter()
-            self.llm.eval(rest)
-            self.decode_seconds += time.perf_counter() - t0
-            self.tokens_evaluated += len(rest)
-            del kv[pos + k:]
+            if start < len(kv):
+                self._lc.llama_memory_seq_rm(self.mem, 0, start, -1)
+                del kv[start:]
+            for c in range(0, len(rest), self.n_batch):
+                chunk = rest[c:c + self.n_batch]
+                last = c + len(chunk) == len(rest)
+                self._decode([(t, start + c + j, (0,), read and last and j == len(chunk) - 1)
+                              for j, t in enumerate(chunk)])
             kv.extend(rest)
         self._pos = pos + len(toks)
         if read:
             self.naive_tokens += self._pos
-
-    def read(self) -> float:
-        lp = self._llama_cpp.llama_get_logits_ith(self.llm.ctx, -1)
-        logits = np.ctypeslib.as_array(lp, shape=(self.n_vocab,)).astype(np.float64)
-        t, f = logits[self.true_ids], logits[self.false_ids]
-        return float(_lse(t) - _lse(f))
-
-    def run(self, root: Node) -> dict[Hashable, float]:
-        return walk(root, self)
-
-    def reset_stats(self) -> None:
-        self.tokens_evaluated = self.tokens_reused = self.naive_tokens = 0
-        self.decode_seconds = 0.0
+            return self._logodds(len(rest[(len(rest) - 1) // self.n_batch * self.n_batch:]) - 1)
+        return None
 
     def clear(self) -> None:
         """Forget the cache (the next push decodes from the start)."""
-        self.llm.n_tokens = 0
+        self._lc.llama_memory_clear(self.mem, True)
+        self._kv, self._pos = [], 0
         if self.prefix:
-            self.llm.eval(self.prefix)
+            self._decode([(t, j, (0,), False) for j, t in enumerate(self.prefix)])
+            self.tokens_evaluated -= len(self.prefix)
         self._kv = list(self.prefix)
         self._pos = len(self.prefix)
+
+    # --- plans -------------------------------------------------------------------------------------
+    def run(self, root: Node) -> dict[Hashable, float]:
+        """Scores of a plan: depth-first on sequence 0; small subtrees go as parallel branches in one decode."""
+        out: dict[Hashable, float] = {}
+        sizes: dict[int, tuple[int, int]] = {}
+
+        def size(node: Node) -> tuple[int, int]:  # (tokens in the subtree, leaves)
+            got = sizes.get(id(node))
+            if got is None:
+                toks = sum(self.length(it) for it in node.items)
+                leaves = 0 if node.children else 1
+                for c in node.children:
+                    t, lv = size(c)
+                    toks, leaves = toks + t, leaves + lv
+                got = sizes[id(node)] = (toks, leaves)
+            return got
+
+        def visit(node: Node) -> None:
+            mark = self._pos
+            toks = [t for it in node.items for t in self.item_tokens(it)]
+            s = self._push(toks, bool(node.read))
+            for k in node.read:
+                out[k] = s
+            pack: list[Node] = []
+            budget, seqs = 0, 0
+            for child in node.children:
+                t, lv = size(child)
+                if t <= self.n_batch and lv < self.n_seq:
+                    if budget + t > self.n_batch or seqs + lv >= self.n_seq:
+                        self._branches(pack, out)
+                        pack, budget, seqs = [], 0, 0
+                    pack.append(child)
+                    budget, seqs = budget + t, seqs + lv
+                else:
+                    visit(child)
+            self._branches(pack, out)
+            self._pos = mark
+
+        visit(root)
+        return out
+
+    def _branches(self, nodes: list[Node], out: dict) -> None:
+        """Decode whole subtrees after the current position in one batch, one sequence per leaf."""
+        if not nodes:
+            return
+        pos0 = self._pos
+        rows: list[tuple[int, int, list[int], bool]] = []
+        reads: list[tuple[int, tuple, int]] = []  # (row, keys, context length)
+        next_seq = [1]
+
+        def lay(node: Node, pos: int) -> list[int]:
+            toks = [t for it in node.items for t in self.item_tokens(it)]
+            if pos + len(toks) > self.n_ctx:
+                raise UserError(f"a context needs {pos + len(toks)} tokens but n_ctx is {self.n_ctx}: "
+                                "raise --n-ctx or label fewer examples per batch")
+            first = len(rows)
+            for j, t in enumerate(toks):
+                rows.append((t, pos + j, [], False))
+            end = pos + len(toks)
+            if node.children:
+                seqs = [s for c in node.children for s in lay(c, end)]
+            else:
+                seqs = [next_seq[0]]
+                next_seq[0] += 1
+            for r in range(first, first + len(toks)):
+                rows[r][2].extend(seqs)
+            if node.read:
+                if not toks:
+                    raise ValueError("a read needs tokens in its node")
+                rows[first + len(toks) - 1] = rows[first + len(toks) - 1][:3] + (True,)
+                reads.append((first + len(toks) - 1, node.read, end))
+            return seqs
+
+        for n in nodes:
+            lay(n, pos0)
+        used = range(1, next_seq[0])
+        for sq in used:
+            self._lc.llama_memory_seq_cp(self.mem, 0, sq, 0, pos0)
+        try:
+            self._decode(rows)
+            for row, keys, end in reads:
+                s = self._logodds(row)
+                self.naive_tokens += end
+                for k in keys:
+                    out[k] = s
+        finally:
+            for sq in used:
+                self._lc.llama_memory_seq_rm(self.mem, sq, -1, -1)
 
 
 def _lse(x: np.ndarray) -> float:
