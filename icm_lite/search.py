@@ -133,10 +133,15 @@ class Search:
         return out
 
     def _consistency_fix(self, old: list | None, new: list, changed: list[int]) -> tuple[_Eval | None, _Eval, int]:
-        """Algorithm 2 on `new`; returns (U of old, U of the fixed labeling, fixes applied), one order."""
+        """Algorithm 2 on `new`; returns (U of old, U of the fixed labeling, fixes applied), one order.
+
+        A pair whose best option would lower U is not tried again until a fix changes the labeling:
+        with the same labels it would score the same, and each try costs a pass over the model.
+        """
         fixes, result = 0, None
+        tried: set[tuple[int, int]] = set()
         for _ in range(self.config.fix_rounds):
-            bad = self.cons.inconsistent(new)
+            bad = [p for p in self.cons.inconsistent(new) if p not in tried]
             if not bad:
                 break
             i, j = bad[self.rng.randrange(len(bad))]
@@ -153,6 +158,9 @@ class Search:
             if best.U >= cur.U:
                 new, changed, fixes = best.labels, trial, fixes + 1
                 cur = best
+                tried.clear()
+            else:
+                tried.add((i, j))
             result = (evals[0] if old is not None else None, cur)
         if result is None:
             evals = self._evaluate(changed, ([old] if old is not None else []) + [new])

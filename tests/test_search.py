@@ -123,3 +123,31 @@ def test_snapshot_restore_continues_identically():
     b.restore(a.snapshot())
     rest = b.run()
     assert rest.labels == whole.labels and rest.iteration == whole.iteration == 80
+
+
+def test_average_iteration_costs_at_most_one_and_a_half_u_evaluations():
+    """Token cost of search steps, in units of one fresh exact leave-one-out pass at that moment."""
+    from icm_lite.plan import compare_plan, plan_tokens
+
+    examples, hidden = [], []
+    rng = random.Random(3)
+    for g in range(16):  # GSM8K-like: groups of four claims, equal keys must agree, different keys not both True
+        right = rng.randrange(4)
+        for k in range(4):
+            key = "right" if k == right else f"wrong{k % 2}"
+            examples.append(Example(f"{g}-{k}", "p", str(g), key))
+            hidden.append(k == right)
+    fb = FakeBackend(hidden, [30 + (i * 7) % 40 for i in range(len(examples))])
+    sc = Scorer(fb, examples)
+    search = Search(examples, sc, "contradiction", SearchConfig(iterations=200, seed=0))
+    search.start()
+    costs, changing = [], []
+    for _ in range(200):
+        labels, before = list(search.state.labels), fb.tokens_evaluated
+        ev = search.step()
+        unit = plan_tokens(compare_plan(sc.demos(labels), [], [{}], sc.group_of), fb.length)
+        costs.append((fb.tokens_evaluated - before) / unit)
+        if ev.kind != "skip":
+            changing.append(costs[-1])
+    assert sum(costs) / len(costs) <= 1.5
+    assert changing and max(changing) < 12  # a fix round costs about one pass; at most fix_rounds + 1 passes
