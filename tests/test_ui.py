@@ -1,0 +1,267 @@
+"""The live experience: plain lines (a stable format), the Rich dashboard, and the dashboard in a real terminal.
+
+The UI is driven from fake-backend jobs (no llama.cpp), like the label command drives it; the terminal tests
+run it inside tmux (a real terminal emulator) and read the screen back. One test runs the real `icm-lite label`
+in tmux with SmolLM2 to check the command picks the dashboard when stderr is a terminal.
+"""
+
+import io
+import json
+import random
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from icm_lite.data import Dataset
+from icm_lite.fake import FakeBackend
+from icm_lite.run import LabelJob, plan_for
+from icm_lite.rundir import RunDir
+from icm_lite.search import SearchConfig
+from icm_lite.tasks import Task
+from icm_lite.ui import Dashboard, PlainUI, make_ui, plain_line
+
+from conftest import hidden_concept
+
+ICM = Path(sys.executable).with_name("icm-lite")
+
+
+class StatsFake(FakeBackend):
+    """The fake backend with the llama backend's speed counters, so the dashboard has numbers to show."""
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self.tokens_reused = self.naive_tokens = 0
+        self.decode_seconds = 0.0
+
+    def push(self, items, read):
+        before = self.tokens_evaluated
+        super().push(items, read)
+        self.decode_seconds += (self.tokens_evaluated - before) / 5000
+        if read:
+            self.naive_tokens += sum(self.length(it) for it in self._cache[: self._n])
+
+
+def job(tmp_path, gold=True, iterations=6, shuffle_gold=None, backend=FakeBackend):
+    examples, hidden = hidden_concept(24, seed=4, groups=6)
+    g = list(hidden)
+    if shuffle_gold is not None:
+        random.Random(shuffle_gold).shuffle(g)
+    ds = Dataset(tuple(examples), tuple(g) if gold else None, Task.builtin("claim"), "mem")
+    fb = backend(hidden, seed=4)
+    batches, k = plan_for(ds, fb, 600, None, 4)
+    name = f"run{len(list(tmp_path.iterdir()))}"
+    return LabelJob(ds, fb, SearchConfig(iterations=iterations, init_k=4, seed=5), RunDir.create(tmp_path / name), batches, k)
+
+
+EXPECTED = """\
+[0/6] seed   T=10.000 U=-7.291 P=-0.243 I=0 labeled=4 true=2 tokens=547 batch=1/3
+[1/6] accept ex=3 dU=+11.362 T=4.191 U=4.071 P=0.136 I=0 labeled=5 true=2 tokens=1592 batch=1/3
+[2/6] accept ex=6 dU=-0.240 T=3.128 U=3.831 P=0.128 I=0 labeled=6 true=2 tokens=3018 batch=1/3
+[3/6] accept ex=0 dU=+2.722 T=2.651 U=6.552 P=0.218 I=0 labeled=7 true=2 tokens=4653 batch=1/3
+[4/6] accept ex=1 dU=+5.222 T=2.370 U=11.774 P=0.392 I=0 labeled=8 true=2 tokens=6798 batch=1/3
+[5/6] skip   ex=4 T=2.370 U=11.774 P=0.392 I=0 labeled=8 true=2 tokens=7096 batch=1/3
+[6/6] skip   ex=4 T=2.370 U=11.774 P=0.392 I=0 labeled=8 true=2 tokens=7136 batch=1/3
+[6/6] done   T=2.370 U=11.774 P=0.392 I=0 labeled=8 true=2 tokens=7136 batch=1/3
+[0/6] seed   T=10.000 U=4.642 P=0.155 I=0 labeled=4 true=2 tokens=7972 batch=2/3
+[1/6] accept ex=15 dU=+9.176 T=4.191 U=13.817 P=0.461 I=0 labeled=5 true=2 tokens=8974 batch=2/3
+[2/6] accept ex=10 dU=+2.913 T=3.128 U=16.731 P=0.558 I=0 labeled=6 true=2 tokens=10271 batch=2/3
+[3/6] accept ex=14 dU=+2.059 T=2.651 U=18.790 P=0.626 I=0 labeled=7 true=3 tokens=12035 batch=2/3
+[4/6] accept ex=8 dU=+0.572 T=2.370 U=19.362 P=0.645 I=0 labeled=8 true=3 tokens=13965 batch=2/3
+[5/6] skip   ex=13 T=2.370 U=19.362 P=0.645 I=0 labeled=8 true=3 tokens=14306 batch=2/3
+[6/6] skip   ex=12 T=2.370 U=19.362 P=0.645 I=0 labeled=8 true=3 tokens=14475 batch=2/3
+[6/6] done   T=2.370 U=19.362 P=0.645 I=0 labeled=8 true=3 tokens=14475 batch=2/3
+[0/6] seed   T=10.000 U=25.838 P=0.861 I=0 labeled=4 true=2 tokens=15311 batch=3/3
+[1/6] accept ex=23 dU=+9.362 T=4.191 U=35.200 P=1.173 I=0 labeled=5 true=2 tokens=16313 batch=3/3
+[2/6] accept ex=17 dU=+6.343 T=3.128 U=41.543 P=1.385 I=0 labeled=6 true=2 tokens=17610 batch=3/3
+[3/6] reject ex=19 dU=-1.358 T=3.128 U=41.543 P=1.385 I=0 labeled=6 true=2 tokens=19374 batch=3/3
+[4/6] reject ex=19 dU=-1.358 T=3.128 U=41.543 P=1.385 I=0 labeled=6 true=2 tokens=20923 batch=3/3
+[5/6] accept ex=19 dU=-1.358 T=2.651 U=40.185 P=1.340 I=0 labeled=7 true=3 tokens=22472 batch=3/3
+[6/6] accept ex=21 dU=+2.631 T=2.370 U=42.816 P=1.427 I=0 labeled=8 true=3 tokens=24488 batch=3/3
+[6/6] done   T=2.370 U=42.816 P=1.427 I=0 labeled=8 true=3 tokens=24488 batch=3/3
+"""
+
+# The documented format (ui.py): fields in this order, ex= and dU= only on proposals.
+LINE = re.compile(r"\[(\d+)/(\d+)\] (seed  |skip  |accept|reject|done  )( ex=\d+)?( dU=[+-]\d+\.\d{3})? "
+                  r"T=\d+\.\d{3} U=-?\d+\.\d{3} P=-?\d+\.\d{3} I=\d+ labeled=\d+ true=\d+ tokens=\d+ batch=(\d+)/(\d+)")
+
+
+def test_plain_lines_are_stable_line_by_line(tmp_path):
+    out = io.StringIO()
+    job(tmp_path).run(PlainUI(out).update)
+    lines = out.getvalue().splitlines()
+    assert lines == EXPECTED.splitlines()  # same seed, same lines: the format and the run are deterministic
+    for line in lines:
+        m = LINE.fullmatch(line)
+        assert m, line
+        kind = m.group(3).strip()
+        assert (m.group(4) is not None) == (kind in ("skip", "accept", "reject"))
+        assert (m.group(5) is not None) == (kind in ("accept", "reject"))
+
+
+def test_gold_is_shown_but_never_reaches_the_search(tmp_path):
+    """Shuffled gold labels change only the evaluation-only agreement, not one line of the search trace."""
+    runs = []
+    for shuffle in (None, 1, 2):
+        seen = []
+        j = job(tmp_path, shuffle_gold=shuffle)
+        j.run(seen.append)
+        runs.append(([plain_line(p) for p in seen], [p.gold for p in seen]))
+    assert runs[0][0] == runs[1][0] == runs[2][0]
+    assert runs[0][1] != runs[1][1]
+    seen = []
+    job(tmp_path, gold=False).run(seen.append)
+    assert [plain_line(p) for p in seen] == runs[0][0] and all(p.gold is None for p in seen)
+
+
+class Tty(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_make_ui_picks_the_dashboard_only_for_a_terminal(monkeypatch):
+    monkeypatch.setenv("TERM", "xterm-256color")
+    assert isinstance(make_ui(stream=io.StringIO()), PlainUI)
+    assert isinstance(make_ui(stream=Tty()), Dashboard)
+    assert isinstance(make_ui(plain=True, stream=Tty()), PlainUI)
+    monkeypatch.setenv("TERM", "dumb")
+    assert isinstance(make_ui(stream=Tty()), PlainUI)
+
+
+def render(dash: Dashboard, width: int = 150) -> str:
+    from rich.console import Console
+
+    console = Console(file=io.StringIO(), width=width, record=True, color_system=None)
+    console.print(dash)
+    return console.export_text()
+
+
+def test_dashboard_shows_every_field(tmp_path):
+    dash = Dashboard("icm-lite label · fake")
+    assert "starting" in render(dash)
+    j = job(tmp_path, iterations=10, backend=StatsFake)
+    j.run(dash.update)
+    text = render(dash)
+    for field in ("progress", "30/30 iterations", "100%", "ETA", "elapsed", "batch", "3/3 · 8 examples",
+                  "4 carried demonstrations", "temperature", "U(D)", "= α·P", "− I 0", "inconsistencies",
+                  "accepted", "proposals", "skips", "labeled", "24/24 overall", "True /", "False", "tokens/s",
+                  "prefix reuse", "building every context from scratch", "gold", "agreement",
+                  "evaluation only", "recent", "accept", "dU"):
+        assert field in text, (field, text)
+    last = dash.last
+    assert f"{last.labeled}/{last.examples} overall · {last.true} True / {last.labeled - last.true} False" in text
+    reuse = 1 - last.stats["tokens_evaluated"] / last.stats["naive_tokens"]
+    assert f"prefix reuse {reuse:.0%}" in text
+    assert f"{last.gold[0]:.1%} agreement on {last.gold[1]} labeled" in text
+    no_gold = Dashboard()
+    job(tmp_path, gold=False).run(no_gold.update)
+    assert "evaluation only" not in render(no_gold)
+
+
+# --- a real terminal: tmux ---------------------------------------------------------------------------------
+
+DRIVER = """\
+import sys, time
+from icm_lite.data import Dataset
+from icm_lite.fake import FakeBackend
+from icm_lite.run import LabelJob, plan_for
+from icm_lite.rundir import RunDir
+from icm_lite.search import SearchConfig
+from icm_lite.tasks import Example, Task
+from icm_lite.ui import make_ui
+
+hidden = [i % 3 == 0 for i in range(40)]
+examples = tuple(Example(f"ex{i}", "p", str(i // 4)) for i in range(40))
+ds = Dataset(examples, tuple(hidden), Task.builtin("claim"), "mem")
+fb = FakeBackend(hidden)
+batches, k = plan_for(ds, fb, 700, None, 6)
+job = LabelJob(ds, fb, SearchConfig(iterations=25, seed=1), RunDir.create(sys.argv[1]), batches, k)
+ui = make_ui()
+
+def slow(p):
+    ui.update(p)
+    time.sleep(0.06)
+
+with ui:
+    summary = job.run(slow)
+print("FINISHED", summary["labeled"], flush=True)
+time.sleep(60)
+"""
+
+
+class Tmux:
+    """A private tmux server (its own socket), one window of a fixed size."""
+
+    def __init__(self, tmp_path: Path, command: str, width: int = 150, height: int = 40):
+        if shutil.which("tmux") is None:
+            pytest.skip("tmux is not installed (apt-get install -y tmux)")
+        self.sock = f"icm-test-{tmp_path.name}-{time.monotonic_ns()}"
+        self.tmux("new-session", "-d", "-s", "t", "-x", str(width), "-y", str(height), command)
+
+    def tmux(self, *args) -> str:
+        return subprocess.run(["tmux", "-L", self.sock, *args], capture_output=True, text=True, check=True).stdout
+
+    def screen(self) -> str:
+        return self.tmux("capture-pane", "-p", "-t", "t")
+
+    def wait_for(self, pattern: str, timeout: float) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            text = self.screen()
+            if re.search(pattern, text):
+                return text
+            time.sleep(0.1)
+        pytest.fail(f"{pattern!r} not on screen within {timeout} s:\n{self.screen()}")
+
+    def close(self) -> None:
+        subprocess.run(["tmux", "-L", self.sock, "kill-server"], capture_output=True)
+
+
+def progress_of(screen: str) -> int:
+    return int(re.search(r"(\d+)/\d+ iterations", screen).group(1))
+
+
+def test_dashboard_in_a_real_terminal_shows_and_updates_its_fields(tmp_path):
+    script = tmp_path / "driver.py"
+    script.write_text(DRIVER)
+    term = Tmux(tmp_path, f"{sys.executable} {script} {tmp_path / 'run'}")
+    try:
+        first = term.wait_for(r"recent\s+accept", 60)
+        for field in ("progress", "iterations", "ETA", "batch", "temperature", "U(D)", "α·P", "inconsistencies",
+                      "accepted", "labeled", "True /", "model", "tokens evaluated", "gold",
+                      "evaluation only", "recent"):
+            assert field in first, (field, first)
+        time.sleep(1.0)
+        second = term.screen()
+        assert progress_of(second) > progress_of(first)  # the same screen, redrawn with new numbers
+        assert second.count("progress") == 1  # redrawn in place, not scrolled
+        final = term.wait_for(r"FINISHED \d+", 120)
+        assert re.search(r"(\d+)/\1 iterations\s+100%", final), final
+        assert "FINISHED 40" in final  # the dashboard closed cleanly and the program went on
+    finally:
+        term.close()
+
+
+@pytest.mark.model
+def test_label_command_shows_the_dashboard_in_a_terminal(tmp_path, smollm2_path):
+    rows = [{"id": f"n{i}", "question": f"Is {a} even?", "choice": f"{a} is {w}.", "label": (a % 2 == 0) == (w == "even")}
+            for i, (a, w) in enumerate([(7, "odd"), (12, "odd"), (9, "even"), (30, "even"), (15, "odd"), (4, "even")])]
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cmd = (f"{ICM} label {data} --model {smollm2_path} --out {tmp_path / 'run'} --n-ctx 512 --iterations 3 "
+           f"--init-k 2 --n-threads 1; echo EXIT=$?; sleep 60")
+    term = Tmux(tmp_path, cmd)
+    try:
+        live = term.wait_for(r"U\(D\)\s+-?\d", 300)
+        for field in ("progress", "ETA", "temperature", "α·P", "labeled", "tokens/s", "prefix reuse",
+                      "evaluation only"):
+            assert field in live, (field, live)
+        final = term.wait_for(r"EXIT=\d+", 300)
+        assert "EXIT=0" in final and "labels: " in final, final
+        assert "[1/3]" not in final  # no plain lines in a terminal
+    finally:
+        term.close()
