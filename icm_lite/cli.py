@@ -212,7 +212,8 @@ def label(ctx, data, task, model, n_ctx, n_gpu_layers, n_threads, n_batch, flash
     if resume:
         job = LabelJob(dataset, backend, config, run_dir, batches, carried)
         job.resume()
-        click.echo(f"resuming {out}: batch {job.batch + 1}/{len(job.batches)}, {job.iterations_done()} of "
+        click.echo(f"{out} is already finished" if job.done else
+                   f"resuming {out}: batch {job.batch + 1}/{len(job.batches)}, {job.iterations_done()} of "
                    f"{config.iterations * len(job.batches)} iterations done", err=True)
     else:
         batches, carried = plan_for(dataset, backend, opts.n_ctx, batch_size, carry)
@@ -222,8 +223,8 @@ def label(ctx, data, task, model, n_ctx, n_gpu_layers, n_threads, n_batch, flash
         job = LabelJob(dataset, backend, config, run_dir, batches, carried)
         sizes = sorted(len(b) for b in batches)
         split = ("one batch" if len(batches) == 1 else
-                 f"{len(batches)} batches of {sizes[0]}–{sizes[-1]} (each after the first starts with {carried} "
-                 f"carried demonstrations)")
+                 f"{len(batches)} batches of {sizes[0]}–{sizes[-1]} (each after the first starts with up to "
+                 f"{carried} carried demonstrations)")
         click.echo(f"{len(dataset)} examples in {split}, n_ctx {opts.n_ctx}; {config.iterations} iterations per batch",
                    err=True)
     iterations = config.iterations * len(job.batches)  # what the stop message counts against: all batches

@@ -206,7 +206,7 @@ class Tmux:
         return subprocess.run(["tmux", "-L", self.sock, *args], capture_output=True, text=True, check=True).stdout
 
     def screen(self) -> str:
-        return self.tmux("capture-pane", "-p", "-t", "t")
+        return self.tmux("capture-pane", "-p", "-t", "t", "-S", "-300")  # with what scrolled off
 
     def wait_for(self, pattern: str, timeout: float) -> str:
         deadline = time.monotonic() + timeout
@@ -247,21 +247,37 @@ def test_dashboard_in_a_real_terminal_shows_and_updates_its_fields(tmp_path):
 
 
 @pytest.mark.model
-def test_label_command_shows_the_dashboard_in_a_terminal(tmp_path, smollm2_path):
+def test_label_command_in_a_terminal_dashboard_ctrl_c_and_resume(tmp_path, smollm2_path):
+    """The real command picks the dashboard on a terminal; Ctrl-C stops it cleanly after saving; --resume
+    continues under the dashboard to the end."""
     rows = [{"id": f"n{i}", "question": f"Is {a} even?", "choice": f"{a} is {w}.", "label": (a % 2 == 0) == (w == "even")}
             for i, (a, w) in enumerate([(7, "odd"), (12, "odd"), (9, "even"), (30, "even"), (15, "odd"), (4, "even")])]
     data = tmp_path / "d.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    cmd = (f"{ICM} label {data} --model {smollm2_path} --out {tmp_path / 'run'} --n-ctx 512 --iterations 3 "
-           f"--init-k 2 --n-threads 1; echo EXIT=$?; sleep 60")
-    term = Tmux(tmp_path, cmd)
+    run = tmp_path / "run"
+    script = tmp_path / "session.sh"
+    script.write_text(  # the shell ignores Ctrl-C itself (a trap, reset for its children) and goes on
+        f"trap 'true' INT\n"
+        f"{ICM} label {data} --model {smollm2_path} --out {run} --n-ctx 512 --iterations 6 --init-k 2 --n-threads 1\n"
+        f"echo EXIT=$?\n"
+        f"{ICM} label --resume {run}\n"
+        f"echo EXIT2=$?\n"
+        f"sleep 120\n")
+    term = Tmux(tmp_path, f"bash {script}")
     try:
-        live = term.wait_for(r"U\(D\)\s+-?\d", 300)
-        for field in ("progress", "ETA", "temperature", "α·P", "labeled", "tokens/s", "prefix reuse",
-                      "evaluation only"):
+        live = term.wait_for(r"[1-9]/6 iterations", 300)  # the dashboard, after at least one step
+        for field in ("progress", "ETA", "temperature", "U(D)", "α·P", "inconsistencies", "accepted", "labeled",
+                      "tokens/s", "prefix reuse", "evaluation only", "recent"):
             assert field in live, (field, live)
-        final = term.wait_for(r"EXIT=\d+", 300)
-        assert "EXIT=0" in final and "labels: " in final, final
-        assert "[1/3]" not in final  # no plain lines in a terminal
+        assert "[1/6]" not in live  # no plain lines on a terminal
+        term.tmux("send-keys", "-t", "t", "C-c")
+        stopped = term.wait_for(r"EXIT=\d+", 300)
+        assert "EXIT=130" in stopped and "error: stopped by SIGINT after iteration" in stopped, stopped
+        assert "Traceback" not in stopped
+        state = json.loads((run / "state.json").read_text())
+        assert 1 <= state["iteration"] < 6 and not state["done"]
+        final = term.wait_for(r"EXIT2=\d+", 300)
+        assert "EXIT2=0" in final and "labels: " in final, final
+        assert json.loads((run / "summary.json").read_text())["iterations"] == 6
     finally:
         term.close()
