@@ -171,6 +171,9 @@ class LabelJob:
     def resume(self) -> None:
         """Continue from the run directory's state.json (the job must be built like the saved run)."""
         f = self.run_dir.path / "state.json"
+        if not f.exists():  # stopped before the first event was saved: start over, with an empty log
+            self.run_dir.truncate_events(0)
+            return
         st = self.run_dir.read_json("state.json")
         try:
             if st.get("version") != STATE_VERSION:
@@ -189,6 +192,7 @@ class LabelJob:
         except (KeyError, TypeError, ValueError, IndexError) as e:
             raise RunError(f"{f} is damaged or from another version ({type(e).__name__}: {e})") from None
         self.run_dir.truncate_events(events_bytes)
+        self.run_dir.write_labels(self.ids, self.labels, self.scores)  # a kill may have come between state and labels
 
     # --- running ----------------------------------------------------------------------------------------
     def _progress(self, ev: Event) -> Progress:
