@@ -128,7 +128,12 @@ class Dashboard:
             self.last = p
 
     # --- rendering ---------------------------------------------------------------------------------------
-    def __rich__(self):
+    def __rich_console__(self, console, options):
+        # 3 columns short of the edge: a "^C" the terminal echoes after the panel must not wrap to a new line
+        # (the next redraw would then start one line low and leave a stale border behind)
+        yield self.panel(max(20, options.max_width - 3))
+
+    def panel(self, width: int | None = None):
         from rich.panel import Panel
         from rich.progress_bar import ProgressBar
         from rich.table import Table
@@ -143,7 +148,7 @@ class Dashboard:
         grid.add_column()
         if p is None:
             grid.add_row("status", "starting: seeding the first batch…")
-            return Panel(grid, title=self.title, border_style="cyan")
+            return Panel(grid, title=self.title, border_style="cyan", width=width)
         ev = p.event
         elapsed = time.monotonic() - t_start
         done, total = p.iterations_done, p.iterations_total
@@ -184,7 +189,7 @@ class Dashboard:
             lines.append(Text.assemble((f"{e.kind:<6}", style), f"  #{e.iteration:<5} ex {r.example} ({r.example_id})  "
                                        f"{_lab(e.old)}→{_lab(e.new)}  dU {e.delta:+.3f}{fixes}"))
         grid.add_row("recent", Text("\n").join(lines) if lines else "none yet")
-        return Panel(grid, title=self.title, subtitle=f"last event: {ev.kind}", border_style="cyan")
+        return Panel(grid, title=self.title, subtitle=f"last event: {ev.kind}", border_style="cyan", width=width)
 
 
 def make_ui(plain: bool = False, title: str = "icm-lite label", stream: TextIO | None = None):

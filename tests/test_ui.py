@@ -274,6 +274,7 @@ def test_label_command_in_a_terminal_dashboard_ctrl_c_and_resume(tmp_path, smoll
         stopped = term.wait_for(r"EXIT=\d+", 300)
         assert "EXIT=130" in stopped and "error: stopped by SIGINT after iteration" in stopped, stopped
         assert "Traceback" not in stopped
+        assert stopped.split("EXIT=")[0].count("╭") == 1  # the echoed ^C left no stale copy of the panel
         state = json.loads((run / "state.json").read_text())
         assert 1 <= state["iteration"] < 6 and not state["done"]
         final = term.wait_for(r"EXIT2=\d+", 300)
