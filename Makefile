@@ -40,7 +40,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 	touch $@
 
 demo: install
-	$(BIN)/icm-lite label examples/sentiment.jsonl --task examples/sentiment.task.json \
+	$(BIN)/icm-lite label examples/reviews.jsonl --task examples/reviews.task.json \
 	  --out runs/demo --force --iterations $(ITERATIONS)
 
 test: install

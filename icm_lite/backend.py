@@ -14,6 +14,7 @@ Example: b = LlamaBackend(path); b.prepare(examples, ("True", "False")); Scorer(
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from typing import Hashable, Sequence
@@ -23,6 +24,15 @@ import numpy as np
 from .errors import ModelError, UserError
 from .plan import Item, Node
 from .tasks import Example
+
+
+def _quiet():
+    """Silence llama.cpp's own prints (they bypass its log callback) while loading."""
+    try:
+        from llama_cpp._utils import suppress_stdout_stderr
+    except ImportError:  # a private helper of llama-cpp-python: do without it if it moves
+        return contextlib.nullcontext()
+    return suppress_stdout_stderr(disable=False)
 
 
 def _variants(word: str) -> list[str]:
@@ -50,7 +60,8 @@ class LlamaBackend:
         threads = n_threads or os.cpu_count() or 1
         try:
             # The Llama object holds the weights and the tokenizer; its own context stays tiny.
-            self.llm = llama_cpp.Llama(model_path=str(model_path), n_ctx=256, n_batch=64, n_gpu_layers=n_gpu_layers,
+            with _quiet():  # llama.cpp prints cache notes straight to stderr
+                self.llm = llama_cpp.Llama(model_path=str(model_path), n_ctx=256, n_batch=64, n_gpu_layers=n_gpu_layers,
                                        n_threads=threads, logits_all=False, seed=seed, verbose=False)
         except ValueError as e:
             raise ModelError(f"llama.cpp could not load {model_path}: the file is damaged or its architecture is not "
@@ -64,7 +75,8 @@ class LlamaBackend:
         p.flash_attn_type = (llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED if flash_attn
                              else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED)
         p.no_perf = True
-        self.ctx = llama_cpp.llama_init_from_model(self.llm.model, p)
+        with _quiet():
+            self.ctx = llama_cpp.llama_init_from_model(self.llm.model, p)
         if not self.ctx:
             raise ModelError(f"llama.cpp could not create a context of {n_ctx} tokens (out of memory?): "
                              "lower --n-ctx or --n-batch, or offload fewer layers with --n-gpu-layers")

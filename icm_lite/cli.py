@@ -153,7 +153,7 @@ def label(ctx, data, task, model, n_ctx, n_gpu_layers, n_threads, n_batch, flash
     While it runs, stderr shows a live dashboard (or plain lines); the run directory is saved after every
     event, so a stopped or killed run continues with --resume RUN_DIR.
 
-    Example: icm-lite label examples/sentiment.jsonl --task examples/sentiment.task.json --out runs/demo
+    Example: icm-lite label examples/reviews.jsonl --task examples/reviews.task.json --out runs/demo
     """
     from click.core import ParameterSource
 
