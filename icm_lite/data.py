@@ -4,7 +4,7 @@ The gold labels (the task's `label` field, when present) are split off into `Dat
 Search and scoring only ever receive `Dataset.examples`; gold is for evaluation (agreement, accuracy).
 Every problem is a `DataError` naming the file, the line or record, and the field.
 
-Example: load_dataset("examples/sentiment.jsonl", Task.resolve("examples/sentiment.task.json"))
+Example: load_dataset("examples/reviews.jsonl", Task.resolve("examples/reviews.task.json"))
 """
 
 from __future__ import annotations
