@@ -41,7 +41,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 
 demo: install
 	$(BIN)/icm-lite label examples/reviews.jsonl --task examples/reviews.task.json \
-	  --out runs/demo --force --iterations $(ITERATIONS)
+	  --out runs/demo --force --iterations $(ITERATIONS) --alpha 2 --t0 0.7
 
 test: install
 	$(BIN)/python -m pytest
