@@ -24,7 +24,7 @@ else
 endif
 # pip reuses a cached wheel whatever CMAKE_ARGS say: a different build needs a fresh compile
 LLAMA_PIP_FLAGS := $(if $(REBUILD),--no-cache-dir --force-reinstall --no-deps,)
-ITERATIONS ?= 150
+ITERATIONS ?= 30
 
 .PHONY: install demo test bench clean
 

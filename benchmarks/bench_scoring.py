@@ -78,16 +78,17 @@ def main() -> None:
     ap.add_argument("--ns", default="16,32,64")
     ap.add_argument("--n-ctx", type=int, default=8192)
     ap.add_argument("--n-batch", type=int, default=512)
+    ap.add_argument("--kv-f32", action="store_true", help="f32 KV cache (less KV-history noise on Gemma-3)")
     ap.add_argument("--json", action="store_true", help="one JSON object per n on stdout")
     args = ap.parse_args()
 
     ref = resolve_model(args.model)
-    backend = LlamaBackend(str(ref.path), n_ctx=args.n_ctx, n_batch=args.n_batch)
+    backend = LlamaBackend(str(ref.path), n_ctx=args.n_ctx, n_batch=args.n_batch, kv_f32=args.kv_f32)
     examples = load_dataset(DATA, Task.builtin("claim")).examples
     rows = []
     for n in (int(x) for x in args.ns.split(",")):
         r = measure(backend, examples, n)
-        r["model"] = ref.name
+        r["model"] = ref.name + (" (f32 KV)" if args.kv_f32 else "")
         rows.append(r)
         if args.json:
             print(orjson.dumps(r).decode(), flush=True)

@@ -2,7 +2,7 @@
 
 SmolLM2 (llama architecture) is bit-exact under any KV-cache rewind, so the tree must match within
 0.01 nats. Gemma-3 uses interleaved sliding-window attention: the same tokens decoded after a rewind
-move by up to ~0.15-0.25 nats with the KV-cache history (llama-cpp-facts.md), so 0.25 is its bound.
+move by up to ~0.15-0.25 nats with the KV-cache history (llama-cpp-facts.md), so 0.25 is its bound (with an f32 KV cache; f16 measured up to 0.27).
 """
 
 import random
@@ -23,9 +23,9 @@ def _examples(n):
     return ds.examples[:n]
 
 
-def _check(path, tol, n=12):
+def _check(path, tol, n=12, **backend_options):
     examples = _examples(n)
-    b = LlamaBackend(path, n_ctx=4096)
+    b = LlamaBackend(path, n_ctx=4096, **backend_options)
     b.prepare(examples, ("True", "False"))
     sc = Scorer(b, examples)
     rng = random.Random(0)
@@ -52,7 +52,9 @@ def test_smollm2_tree_scores_equal_from_scratch(smollm2_path):
 
 
 def test_gemma_tree_scores_match_from_scratch_within_kv_noise(gemma_path):
-    _check(gemma_path, 0.25)
+    # with the default f16 KV cache Gemma's history noise reached 0.27 nats in bench_scoring (n=16);
+    # an f32 cache keeps the same plan within the bound
+    _check(gemma_path, 0.25, kv_f32=True)
 
 
 def test_label_token_ids_come_from_the_full_distribution(gemma_path):
