@@ -50,3 +50,13 @@ def smollm2_path():
     from icm_lite.models import resolve_model
 
     return resolve_model("smollm2").path
+
+
+def one_error(res, code: int) -> str:
+    """The one `error: ...` line of a failed CLI run, after checking its exit code and that no traceback shows."""
+    assert res.exit_code == code, (res.exit_code, res.output, res.exception)
+    assert "Traceback" not in res.output
+    lines = res.stderr.splitlines()
+    assert lines and lines[-1].startswith("error: "), res.stderr
+    assert sum(line.startswith("error") for line in lines) == 1, res.stderr
+    return lines[-1]

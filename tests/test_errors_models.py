@@ -20,6 +20,7 @@ from icm_lite.cli import main
 from icm_lite.errors import ModelError
 from icm_lite.gguf import inspect_gguf
 from icm_lite.models import list_models, pull_model, registry, resolve_model
+from conftest import one_error
 
 ICM = Path(sys.executable).with_name("icm-lite")
 
@@ -79,13 +80,6 @@ def cli(*args, env=None):
     return CliRunner().invoke(main, [*map(str, args)], env=env)
 
 
-def one_error(res, code: int) -> str:
-    assert res.exit_code == code, (res.exit_code, res.output, res.exception)
-    assert "Traceback" not in res.output
-    lines = res.stderr.splitlines()
-    assert lines and lines[-1].startswith("error: "), res.stderr
-    assert sum(line.startswith("error") for line in lines) == 1, res.stderr
-    return lines[-1]
 
 
 @pytest.fixture

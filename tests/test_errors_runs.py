@@ -23,6 +23,7 @@ from icm_lite import rundir
 from icm_lite.cli import main
 from icm_lite.errors import RunError
 from icm_lite.rundir import RunDir, write_atomic
+from conftest import one_error
 
 ICM = Path(sys.executable).with_name("icm-lite")
 QUESTIONS = ["Is the sky blue?", "Is fire cold?", "Do fish swim?", "Is ice hot?", "Do birds fly?"]
@@ -35,13 +36,6 @@ def claims(path: Path, n: int = 10) -> Path:
     return path
 
 
-def one_error(res, code: int) -> str:
-    assert res.exit_code == code, (res.exit_code, res.output, res.exception)
-    assert "Traceback" not in res.output
-    lines = res.stderr.splitlines()
-    assert lines and lines[-1].startswith("error: "), res.stderr
-    assert sum(line.startswith("error") for line in lines) == 1, res.stderr
-    return lines[-1]
 
 
 def label(data, out, *extra, model):
