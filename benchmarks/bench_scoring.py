@@ -78,7 +78,7 @@ def main() -> None:
     ap.add_argument("--ns", default="16,32,64")
     ap.add_argument("--n-ctx", type=int, default=8192)
     ap.add_argument("--n-batch", type=int, default=512)
-    ap.add_argument("--kv-f32", action="store_true", help="f32 KV cache (less KV-history noise on Gemma-3)")
+    ap.add_argument("--kv-f32", action="store_true", help="f32 KV cache (twice the KV memory; for experiments)")
     ap.add_argument("--json", action="store_true", help="one JSON object per n on stdout")
     args = ap.parse_args()
 
