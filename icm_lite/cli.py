@@ -200,6 +200,7 @@ def label(ctx, data, task, model, n_ctx, n_gpu_layers, n_threads, n_batch, flash
             raise click.UsageError("missing argument DATA (or --resume RUN_DIR)")
         if out is None:
             raise click.UsageError("missing option --out RUN_DIR")
+        RunDir.check_new(out, force)  # before the model loads, not after
         t = Task.resolve(task)
         opts = ModelOptions(n_ctx, n_gpu_layers, n_threads, n_batch, flash_attn)
         config = SearchConfig(alpha=alpha, t0=t0, t_min=t_min, schedule=schedule, iterations=iterations, init_k=init_k,

@@ -51,14 +51,25 @@ class RunDir:
         self.path = Path(path)
         self._events = None
 
-    @classmethod
-    def create(cls, path: str | Path, force: bool = False) -> "RunDir":
+    @staticmethod
+    def check_new(path: str | Path, force: bool = False) -> None:
+        """The errors create() would raise, found before any work starts (nothing is written or deleted)."""
         p = Path(path)
         if p.exists() and not p.is_dir():
             raise RunError(f"{p} exists and is not a directory")
+        if p.exists() and any(p.iterdir()) and not force:
+            raise RunError(f"run directory {p} already exists; use --resume to continue it or --force to overwrite it")
+        base = p
+        while not base.exists() and base != base.parent:
+            base = base.parent
+        if not os.access(base, os.W_OK):
+            raise RunError(f"cannot write to run directory {p}: {base} is not writable")
+
+    @classmethod
+    def create(cls, path: str | Path, force: bool = False) -> "RunDir":
+        p = Path(path)
+        cls.check_new(p, force)
         if p.exists() and any(p.iterdir()):
-            if not force:
-                raise RunError(f"run directory {p} already exists; use --resume to continue it or --force to overwrite it")
             for name in _RUN_FILES:
                 (p / name).unlink(missing_ok=True)
         try:

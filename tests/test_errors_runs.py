@@ -58,6 +58,17 @@ def test_create_refuses_an_existing_run_dir(tmp_path):
     assert RunDir.create(tmp_path / "empty").path == tmp_path / "empty"  # an empty dir is not in the way
 
 
+def test_label_checks_the_run_dir_before_loading_the_model(tmp_path):
+    data, out = claims(tmp_path / "d.jsonl", 6), tmp_path / "run"
+    out.mkdir()
+    (out / "state.json").write_text("{}")
+    # the model path does not exist: an error about the run directory proves it came first
+    msg = one_error(label(data, out, model=tmp_path / "missing.gguf"), 2)
+    assert f"run directory {out} already exists" in msg
+    (tmp_path / "file").write_text("x")
+    assert "exists and is not a directory" in one_error(label(data, tmp_path / "file", model=tmp_path / "m.gguf"), 2)
+
+
 @pytest.mark.model
 def test_label_refuses_then_force_overwrites(tmp_path, smollm2_path):
     data, out = claims(tmp_path / "d.jsonl", 6), tmp_path / "run"
