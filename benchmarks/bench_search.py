@@ -5,7 +5,8 @@ One U(D) evaluation = the tokens a fresh exact leave-one-out pass over the label
 the backend really evaluated (prediction, ConsistencyFix rounds and the comparison pass of dU) and
 divide. Skips (the predicted label equals the current one) cost one prediction.
 
-  python benchmarks/bench_search.py [--model NAME|PATH | --fake] [--n 48] [--iterations 150] [--json]
+  python benchmarks/bench_search.py [--model NAME|PATH | --fake] [--n 48] [--iterations 150] [--alpha A]
+                                   [--t0 T] [--json]
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=48)
     ap.add_argument("--iterations", type=int, default=150)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--alpha", type=float, default=SearchConfig.alpha)
+    ap.add_argument("--t0", type=float, default=SearchConfig.t0)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
 
@@ -60,7 +63,8 @@ def main() -> None:
         backend.prepare(examples, task.label_words)
         name = ref.name
     scorer = Scorer(backend, examples)
-    search = Search(examples, scorer, task.relation, SearchConfig(iterations=args.iterations, seed=args.seed))
+    search = Search(examples, scorer, task.relation, SearchConfig(iterations=args.iterations, seed=args.seed,
+                                                                      alpha=args.alpha, t0=args.t0))
 
     def u_cost(labels) -> int:
         return plan_tokens(compare_plan(scorer.demos(labels), [], [{}], scorer.group_of), backend.length)
