@@ -2,8 +2,8 @@
 #
 # llama-cpp-python is compiled from source, for the CPU it is built on (GGML_NATIVE, llama.cpp's default).
 # llama.cpp's AMX kernels crash on some Intel CPUs (the first decode segfaults in ggml_backend_amx_mul_mat);
-# icm_lite never uses them: its backend loads models without llama.cpp's "extra buffer types" (AMX and the
-# repacked layouts), which also keeps its scores exact. The AMX code is left out of the build as well.
+# a native build on such a CPU compiles them in, but icm_lite never calls them: its backend loads models
+# without llama.cpp's "extra buffer types" (AMX and the repacked layouts), which also keeps scores exact.
 # For a GPU build:             make install GPU=cuda     (NVIDIA, needs the CUDA toolkit)
 #                              make install GPU=metal    (Apple Silicon; Metal is on by default there)
 # or pass your own flags:      make install CMAKE_ARGS="-DGGML_CUDA=on -DCMAKE_CUDA_ARCHITECTURES=86" REBUILD=1
@@ -13,7 +13,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 LLAMA_VERSION ?= 0.3.36
 GPU ?= cpu
-CPU_FLAGS := -DGGML_NATIVE=ON -DGGML_AMX_INT8=OFF
+CPU_FLAGS := -DGGML_NATIVE=ON
 ifeq ($(GPU),cuda)
   CMAKE_ARGS ?= -DGGML_CUDA=on
   REBUILD ?= 1
