@@ -55,7 +55,7 @@ def _variants(word: str) -> list[str]:
 
 class LlamaBackend:
     def __init__(self, model_path: str, *, n_ctx: int = 8192, n_gpu_layers: int = 0, n_threads: int | None = None,
-                 n_batch: int = 512, flash_attn: bool = False, seed: int = 0, n_seq: int = 1,
+                 n_batch: int = 512, flash_attn: bool = False, n_seq: int = 1,
                  kv_f32: bool = False, repack: bool = False):
         import llama_cpp
 

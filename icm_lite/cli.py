@@ -208,7 +208,7 @@ def label(ctx, data, task, model, n_ctx, n_gpu_layers, n_threads, n_batch, flash
     dataset = load_dataset(data, t)
     ref = resolve_model(model)
     click.echo(f"loading {ref.name} ({ref.path})", err=True)
-    backend = open_backend(ref.path, opts, config.seed)
+    backend = open_backend(ref.path, opts)
     backend.prepare(dataset.examples, t.label_words)
     if resume:
         job = LabelJob(dataset, backend, config, run_dir, batches, carried)

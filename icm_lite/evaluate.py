@@ -210,7 +210,7 @@ def open_eval_backend(run: LabeledRun, test: Dataset | None, model: str | None =
     known = {f.name for f in fields(ModelOptions)}
     opts = {k: v for k, v in (cfg.get("model_options") or {}).items() if k in known}
     opts.update({k: v for k, v in overrides.items() if v is not None})
-    backend = open_backend(ref.path, ModelOptions(**opts), int((cfg.get("search") or {}).get("seed", 0)))
+    backend = open_backend(ref.path, ModelOptions(**opts))
     backend.prepare(eval_examples(run, test), run.dataset.task.label_words)
     return ref, backend
 

@@ -40,11 +40,11 @@ class ModelOptions:
     flash_attn: bool = False
 
 
-def open_backend(model_path, opts: ModelOptions, seed: int = 0):
+def open_backend(model_path, opts: ModelOptions):
     from .backend import LlamaBackend  # heavy import only when a model is really needed
 
     return LlamaBackend(str(model_path), n_ctx=opts.n_ctx, n_gpu_layers=opts.n_gpu_layers, n_threads=opts.n_threads,
-                        n_batch=opts.n_batch, flash_attn=opts.flash_attn, seed=seed)
+                        n_batch=opts.n_batch, flash_attn=opts.flash_attn)
 
 
 def plan_for(dataset: Dataset, backend, n_ctx: int, batch_size: int | None = None, carry: int = 8) -> tuple[list[list[int]], int]:
