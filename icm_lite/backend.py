@@ -63,8 +63,9 @@ class LlamaBackend:
         self.n_ctx = n_ctx
         self.n_batch = n_batch
         # n_seq > 1 decodes small subtrees as parallel sequences in one batch (fewer, larger decodes), but
-        # several sequences in one decode change the numbers (SmolLM2: up to 0.14 nats, measured), so the
-        # exact depth-first path over one sequence is the default.
+        # attention on the CPU depends on which KV cells hold a sequence, and parallel branches sit in other
+        # cells than a from-scratch decode uses (0.2-0.4 nats, measured), so the exact depth-first path over
+        # one sequence, which puts every token back in its own cell, is the default.
         self.n_seq = max(1, min(n_seq, 256))
         threads = n_threads or os.cpu_count() or 1
         if not _backend_ready:
