@@ -15,6 +15,7 @@ import hashlib
 import importlib
 import importlib.util
 import os
+import socket
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -123,6 +124,29 @@ def _hub_cached(entry: dict) -> Path | None:
     return Path(got) if isinstance(got, str) else None
 
 
+_PROXY_VARS = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
+
+
+def _check_reachable(entry: dict) -> None:
+    """Fail at once, in one line, when the Hub's host cannot be reached (huggingface-hub would retry for
+    ~20 s and print every retry). Skipped behind a proxy, where only the proxy knows the way."""
+    if any(os.environ.get(v) for v in _PROXY_VARS):
+        return
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    url = urlparse(constants.ENDPOINT)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((url.hostname, port), timeout=10).close()
+    except OSError as e:
+        why = e.strerror or str(e) or type(e).__name__
+        raise ModelError(f"cannot download {entry['repo_id']}/{entry['file']}: {url.hostname}:{port} is not reachable "
+                         f"from here ({why}); copy the file into the Hugging Face cache and set HF_HUB_OFFLINE=1, "
+                         "or set HF_ENDPOINT to a mirror") from None
+
+
 def pull_model(name: str) -> ModelRef:
     """Make a registry model available locally (download from the Hub if it is a Hub model)."""
     entry = _entry(name)
@@ -136,6 +160,7 @@ def pull_model(name: str) -> ModelRef:
         if _offline():
             raise ModelError(f"model {name!r} ({entry['repo_id']}/{entry['file']}) is not in the Hugging Face cache "
                              "and HF_HUB_OFFLINE is set; unset it to download, or copy the file into the cache")
+        _check_reachable(entry)
         try:
             cached = Path(hf_hub_download(entry["repo_id"], entry["file"], cache_dir=_hub_cache_dir()))
         except LocalEntryNotFoundError:

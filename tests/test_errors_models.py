@@ -266,8 +266,15 @@ def test_pull_with_the_hub_unreachable(monkeypatch, tmp_path):
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
     monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", "http://127.0.0.1:9")  # nothing listens there
-    msg = one_error(cli("models", "pull", "llama-3.1-8b"), 2)
-    assert f"cannot download {HUB['repo_id']}/{HUB['file']}" in msg
+    for var in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    res = cli("models", "pull", "llama-3.1-8b")
+    msg = one_error(res, 2)
+    assert f"cannot download {HUB['repo_id']}/{HUB['file']}: 127.0.0.1:9 is not reachable" in msg
+    assert "HF_HUB_OFFLINE=1" in msg and "HF_ENDPOINT" in msg
+    assert res.stderr.strip() == msg  # one line: no retry chatter from huggingface-hub before it
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", "https://no-such-host.invalid")  # DNS fails
+    assert "no-such-host.invalid:443 is not reachable" in one_error(cli("models", "pull", "llama-3.1-8b"), 2)
 
 
 def test_offline_model_found_in_a_hub_cache(offline, tmp_path):
