@@ -139,11 +139,14 @@ class LabelJob:
         for k, s in st.scores.items():
             self.scores[idx[k]] = s
 
-    def _finish_batch(self) -> None:
+    def _batch_row(self) -> dict:
+        """The current batch's numbers, as `results` and the summary's per_batch list hold them."""
         st = self.search.state
-        self.results.append({"batch": self.batch, "examples": len(self.batches[self.batch]), "carried": len(self.carried),
-                             "U": st.U, "P": st.P, "inconsistencies": st.I, "iterations": st.iteration,
-                             "accepted": st.n_accepted})
+        return {"batch": self.batch, "examples": len(self.batches[self.batch]), "carried": len(self.carried),
+                "U": st.U, "P": st.P, "inconsistencies": st.I, "iterations": st.iteration, "accepted": st.n_accepted}
+
+    def _finish_batch(self) -> None:
+        self.results.append(self._batch_row())
         if self.batch + 1 < len(self.batches):
             self._start(self.batch + 1, choose_carried(self.labels, self.scores, self.carry))
         else:
@@ -239,11 +242,8 @@ class LabelJob:
 
     def summary(self) -> dict:
         rows = list(self.results)
-        st = self.search.state
-        if not self.done and any(y is not None for y in st.labels):
-            rows.append({"batch": self.batch, "examples": len(self.batches[self.batch]), "carried": len(self.carried),
-                         "U": st.U, "P": st.P, "inconsistencies": st.I, "iterations": st.iteration,
-                         "accepted": st.n_accepted})
+        if not self.done and any(y is not None for y in self.search.state.labels):
+            rows.append(self._batch_row())
         labeled = [y for y in self.labels if y is not None]
         mean = (lambda key: sum(r[key] for r in rows) / len(rows)) if rows else (lambda key: 0.0)
         stats = self.stats()
