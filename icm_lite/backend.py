@@ -192,6 +192,14 @@ class LlamaBackend:
     def context_length(self, items: Sequence[Item]) -> int:
         return len(self.prefix) + sum(self.length(it) for it in items)
 
+    def _tokens(self, items: Sequence[Item]) -> list[int]:
+        return [t for it in items for t in self.item_tokens(it)]
+
+    def _check_fits(self, end: int) -> None:
+        if end > self.n_ctx:
+            raise UserError(f"a context needs {end} tokens but n_ctx is {self.n_ctx}: "
+                            "raise --n-ctx or label fewer examples per batch")
+
     # --- decoding ----------------------------------------------------------------------------------
     def _decode(self, rows: list[tuple[int, int, Sequence[int], bool]]) -> None:
         """One llama_decode of rows (token, position, sequence ids, want logits)."""
@@ -221,9 +229,7 @@ class LlamaBackend:
     def _push(self, toks: list[int], read: bool) -> float | None:
         """Extend sequence 0 from the current position, reusing cells that already hold these tokens."""
         pos = self._pos
-        if pos + len(toks) > self.n_ctx:
-            raise UserError(f"a context needs {pos + len(toks)} tokens but n_ctx is {self.n_ctx}: "
-                            "raise --n-ctx or label fewer examples per batch")
+        self._check_fits(pos + len(toks))
         limit = len(toks) - 1 if read else len(toks)  # a read needs its last token decoded (fresh logits)
         kv, k = self._kv, 0
         while k < limit and pos + k < len(kv) and kv[pos + k] == toks[k]:
@@ -284,8 +290,7 @@ class LlamaBackend:
 
         def visit(node: Node) -> None:
             mark = self._pos
-            toks = [t for it in node.items for t in self.item_tokens(it)]
-            s = self._push(toks, bool(node.read))
+            s = self._push(self._tokens(node.items), bool(node.read))
             for k in node.read:
                 out[k] = s
             pack: list[Node] = []
@@ -316,10 +321,8 @@ class LlamaBackend:
         next_seq = [1]
 
         def lay(node: Node, pos: int) -> list[int]:
-            toks = [t for it in node.items for t in self.item_tokens(it)]
-            if pos + len(toks) > self.n_ctx:
-                raise UserError(f"a context needs {pos + len(toks)} tokens but n_ctx is {self.n_ctx}: "
-                                "raise --n-ctx or label fewer examples per batch")
+            toks = self._tokens(node.items)
+            self._check_fits(pos + len(toks))
             first = len(rows)
             for j, t in enumerate(toks):
                 rows.append((t, pos + j, [], False))
