@@ -320,27 +320,37 @@ def models_pull(name):
 
 @main.command("export")
 @click.argument("run_dir", type=click.Path(file_okay=False))
-@click.option("--format", "fmt", required=True, type=click.Choice(["messages", "prompt-completion", "kto", "preference"]),
-              help="Record shape (see docs/export.md for the trainers that read each).")
+@click.option("--format", "fmt", required=True,
+              type=click.Choice(["text", "prompt-completion", "messages", "kto", "preference"]),
+              help="Record shape (docs/export.md: which trainer and model kind reads each).")
 @click.option("--openai-dpo", is_flag=True, help="With --format preference: the OpenAI/Together/Fireworks DPO shape.")
 @click.option("--out", "-o", "out", required=True, type=click.Path(file_okay=False), help="Directory for train/valid/test.jsonl.")
 @click.option("--valid-fraction", default=0.1, show_default=True, type=float, help="Share of records for valid.jsonl.")
 @click.option("--test-fraction", default=0.0, show_default=True, type=float, help="Share of records for test.jsonl.")
-@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the split (whole consistency groups per split).")
+@click.option("--seed", default=0, show_default=True, type=int,
+              help="Seed of the split (whole consistency groups per split) and of the KTO record order.")
+@click.option("--include-predicted", is_flag=True,
+              help="Also export labels the model predicted after the search (left out by default).")
 @click.option("--data", default=None, type=click.Path(dir_okay=False), help="The run's data file, if it moved (its sha256 must match).")
+@click.option("--check", is_flag=True,
+              help="Then load the files with Hugging Face `datasets` and print the columns TRL will see (needs datasets).")
 @click.option("--force", is_flag=True, help="Replace an earlier export in --out.")
-def export(run_dir, fmt, openai_dpo, out, valid_fraction, test_fraction, seed, data, force):
-    """Write RUN_DIR's ICM labels as fine-tuning JSONL (unlabeled examples are left out).
+def export(run_dir, fmt, openai_dpo, out, valid_fraction, test_fraction, seed, include_predicted, data, check, force):
+    """Write RUN_DIR's ICM labels as fine-tuning JSONL (unlabeled examples and predicted labels are left out).
 
-    Example: icm-lite export runs/demo --format messages --out ft/
+    Example: icm-lite export runs/demo --format prompt-completion --out ft/ --check
     """
-    from .export import export_run, load_run
+    from .export import check_export, check_lines, export_run, load_run, need_datasets
 
-    got = export_run(load_run(run_dir, data), out, fmt, openai_dpo=openai_dpo, valid_fraction=valid_fraction,
-                     test_fraction=test_fraction, seed=seed, force=force)
+    if check:
+        need_datasets()  # before writing anything
+    got = export_run(load_run(run_dir, data), out, fmt, openai_dpo=openai_dpo, include_predicted=include_predicted,
+                     valid_fraction=valid_fraction, test_fraction=test_fraction, seed=seed, force=force)
     files = ", ".join(f"{s}.jsonl {n}" for s, n in got["records"].items())
     left = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in got["left_out"].items())
     click.echo(f"{got['format']} records in {out}: {files} (left out: {left}; metadata in icm_metadata.json)")
+    for line in check_lines(check_export(out)) if check else ():
+        click.echo(line)
 
 
 @main.command("eval")

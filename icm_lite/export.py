@@ -2,18 +2,22 @@
 
 `load_run` re-reads the dataset a run was made from (config.json names the file and its sha256; a changed
 file is refused) and pairs it with RUN_DIR/labels.jsonl. `export_run` turns the labeled examples into one
-of four record shapes (docs/export.md shows how each trainer reads them):
+of five record shapes (docs/export.md shows which trainer and model kind reads each):
 
-  task        messages / prompt-completion     kto (two records per item)      preference
-  claim       PROMPT -> " True"/" False"        label word: true, other: false  chosen = ICM word, rejected = other
-  comparison  question -> preferred response    preferred: true, other: false   chosen/rejected responses
+  task        text                 prompt-completion / messages        kto (two records per item)      preference
+  claim       PROMPT + " True"     PROMPT -> " True"/" False"           label word: true, other: false  chosen = ICM word, rejected = other
+  comparison  (refused)            question -> preferred response       preferred: true, other: false   chosen/rejected responses
 
 A comparison pair (the two orders "A>B" and "B>A") gives one preference; a pair labeled both True or both
-False says nothing and is left out. Unlabeled examples are left out. Whole consistency groups go to one
-split, chosen by a seeded shuffle. ICM metadata (ids, scores, groups, run config) goes to a sidecar
-icm_metadata.json, never into the records. Gold labels are loaded with the dataset but never read here.
+False says nothing and is left out. Unlabeled examples are left out, and so are labels the model predicted
+after the search (labels.jsonl `"source": "prediction"`) unless `include_predicted`. Whole consistency
+groups go to one split, chosen by a seeded shuffle; KTO records are shuffled inside a split too (TRL reads
+them in file order and pairs neighbours for its KL term). ICM metadata (ids, scores, groups, run config)
+goes to a sidecar icm_metadata.json, never into the records. Gold labels are loaded with the dataset but
+never read here. `check_export` loads the written files with Hugging Face `datasets` (optional) and says
+what TRL will see; it trains nothing and loads no model.
 
-Example: export_run(load_run("runs/demo"), "ft/", "messages") -> {"train": 52, "valid": 6, ...}
+Example: export_run(load_run("runs/demo"), "ft/", "prompt-completion") -> {"records": {"train": 24, "valid": 4}, ...}
 """
 
 from __future__ import annotations
@@ -30,8 +34,9 @@ from .errors import DataError, RunError, UserError
 from .rundir import RunDir, write_atomic
 from .tasks import Task
 
-FORMATS = ("messages", "prompt-completion", "kto", "preference")
+FORMATS = ("text", "prompt-completion", "messages", "kto", "preference")
 SPLITS = ("train", "valid", "test")
+SOURCES = ("search", "prediction")  # labels.jsonl "source": labeled by the search / predicted afterwards
 METADATA = "icm_metadata.json"
 
 
@@ -41,8 +46,13 @@ class LabeledRun:
     config: dict
     summary: dict | None  # None when the run was interrupted before writing summary.json
     dataset: Dataset  # dataset.gold is for evaluation only
-    labels: tuple[bool | None, ...]  # ICM labels, aligned with dataset.examples
+    labels: tuple[bool | None, ...]  # ICM labels (searched or predicted), aligned with dataset.examples
     scores: tuple[float | None, ...]
+    sources: tuple[str, ...] = ()  # "search" / "prediction" per example; () means all "search"
+
+    def __post_init__(self):
+        if not self.sources:
+            object.__setattr__(self, "sources", ("search",) * len(self.labels))
 
 
 def file_sha256(path: str | Path) -> str:
@@ -73,12 +83,13 @@ def load_run(run_dir: str | Path, data: str | Path | None = None) -> LabeledRun:
     except TypeError as e:
         raise RunError(f"{rd.path / 'config.json'}: task record not understood ({e}); was it written by a newer icm-lite?") from None
     dataset = load_dataset(path, task)
-    labels, scores = _read_labels(rd.path / "labels.jsonl", dataset)
+    labels, scores, sources = _read_labels(rd.path / "labels.jsonl", dataset)
     summary = rd.read_json("summary.json") if (rd.path / "summary.json").exists() else None
-    return LabeledRun(rd.path, config, summary, dataset, labels, scores)
+    return LabeledRun(rd.path, config, summary, dataset, labels, scores, sources)
 
 
-def _read_labels(path: Path, dataset: Dataset) -> tuple[tuple, tuple]:
+def _read_labels(path: Path, dataset: Dataset) -> tuple[tuple, tuple, tuple]:
+    """Labels, scores and sources aligned with the dataset; a row without "source" was labeled by the search."""
     if not path.exists():
         raise RunError(f"{path} is missing: the run has not labeled anything yet")
     rows = {}
@@ -87,15 +98,25 @@ def _read_labels(path: Path, dataset: Dataset) -> tuple[tuple, tuple]:
             continue
         try:
             r = orjson.loads(line)
-            rows[str(r["id"])] = (r["label"], r.get("score"))
-        except (orjson.JSONDecodeError, KeyError, TypeError):
+            rows[str(r["id"])] = (r["label"], r.get("score"), r.get("source", "search"))
+        except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
             raise RunError(f"{path}:{n} is damaged (expected {{\"id\", \"label\", \"score\"}})") from None
+        if rows[str(r["id"])][2] not in SOURCES:
+            raise RunError(f"{path}:{n}: unknown source {r['source']!r} (expected 'search' or 'prediction')")
     ids = [ex.id for ex in dataset.examples]
     missing = [i for i in ids if i not in rows]
     if missing or len(rows) != len(ids):
         raise RunError(f"{path} does not match the data file ({len(rows)} labels for {len(ids)} examples; "
                        f"first missing id: {missing[0] if missing else 'none'})")
-    return tuple(rows[i][0] for i in ids), tuple(rows[i][1] for i in ids)
+    return tuple(zip(*(rows[i] for i in ids))) if ids else ((), (), ())
+
+
+def used_labels(run: LabeledRun, include_predicted: bool) -> tuple[bool | None, ...]:
+    """The labels an export trains on: predicted ones count as unlabeled unless include_predicted.
+
+    Example: labels (True, False, None), sources ("search", "prediction", "search") -> (True, None, None)
+    """
+    return tuple(y if include_predicted or s == "search" else None for y, s in zip(run.labels, run.sources))
 
 
 # --- items: what one unit of training signal is, before it gets a record shape ----------------------
@@ -116,10 +137,10 @@ def _units(dataset: Dataset) -> list[list[int]]:
     return list(units.values())
 
 
-def _claim_items(run: LabeledRun, unit: list[int]) -> list[Item]:
+def _claim_items(run: LabeledRun, labels: tuple, unit: list[int]) -> list[Item]:
     yes, no = run.dataset.task.label_words
-    return [Item(run.dataset.examples[i].prompt, yes if run.labels[i] else no, no if run.labels[i] else yes, " ", (i,))
-            for i in unit if run.labels[i] is not None]
+    return [Item(run.dataset.examples[i].prompt, yes if labels[i] else no, no if labels[i] else yes, " ", (i,))
+            for i in unit if labels[i] is not None]
 
 
 def _prompt_field(task: Task) -> str:
@@ -133,23 +154,42 @@ def _prompt_field(task: Task) -> str:
     return rest[0]
 
 
-def _pair_item(run: LabeledRun, unit: list[int], records: list[dict], field: str) -> Item | None:
+def _pair_item(run: LabeledRun, labels: tuple, unit: list[int], records: list[dict], field: str) -> Item | None:
     """One preference from a pair's ICM labels (A = the "A>B" record); None if the labels say nothing."""
     a, b = sorted(unit, key=lambda i: run.dataset.examples[i].key != "A>B")
-    ya, yb = run.labels[a], run.labels[b]
+    ya, yb = labels[a], labels[b]
     a_better = ya if ya is not None else (None if yb is None else not yb)
     if a_better is None or (ya is not None and yb is not None and ya == yb):
         return None  # unlabeled, or both orders claimed (or denied): no preference
     ra = records[a]
     win, lose = (ra["choice"], ra["choice_2"]) if a_better else (ra["choice_2"], ra["choice"])
-    used = tuple(i for i in (a, b) if run.labels[i] is not None)
+    used = tuple(i for i in (a, b) if labels[i] is not None)
     return Item(str(ra[field]), str(win), str(lose), "", used)
+
+
+def _items(run: LabeledRun, labels: tuple) -> tuple[list[list[Item]], int]:
+    """Items per consistency group, and the number of labeled pairs that give no preference."""
+    units = _units(run.dataset)
+    if run.dataset.task.key != "pair":
+        return [_claim_items(run, labels, unit) for unit in units], 0
+    from .data import read_records
+
+    records = [r for _, r in read_records(run.dataset.source)]
+    field = _prompt_field(run.dataset.task)
+    items, no_preference = [], 0
+    for unit in units:
+        it = _pair_item(run, labels, unit, records, field)
+        no_preference += it is None and any(labels[i] is not None for i in unit)
+        items.append([it] if it else [])
+    return items, no_preference
 
 
 # --- record shapes ---------------------------------------------------------------------------------
 def records_for(item: Item, fmt: str, openai_dpo: bool = False) -> list[dict]:
     """Example: records_for(Item("Q", "True", "False", " ", (0,)), "prompt-completion")
              -> [{"prompt": "Q", "completion": " True"}]"""
+    if fmt == "text":
+        return [{"text": item.prompt + item.sep + item.chosen}]
     if fmt == "messages":
         return [{"messages": [{"role": "user", "content": item.prompt}, {"role": "assistant", "content": item.chosen}]}]
     if fmt == "prompt-completion":
@@ -190,37 +230,18 @@ def split_units(sizes: list[int], valid_fraction: float, test_fraction: float, s
     return out
 
 
-def export_run(run: LabeledRun, out: str | Path, fmt: str, *, openai_dpo: bool = False, valid_fraction: float = 0.1,
-               test_fraction: float = 0.0, seed: int = 0, force: bool = False) -> dict:
-    """Write DIR/{train,valid,test}.jsonl (empty splits are not written) and DIR/icm_metadata.json."""
+def _check_options(task: Task, fmt: str, openai_dpo: bool) -> None:
     if fmt not in FORMATS:
         raise UserError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
     if openai_dpo and fmt != "preference":
         raise UserError("--openai-dpo is a shape of preference pairs: use it with --format preference")
-    task = run.dataset.task
-    comparison = task.key == "pair"
-    units = _units(run.dataset)
-    items: list[list[Item]] = []
-    no_preference = 0
-    if comparison:
-        from .data import read_records
+    if fmt == "text" and task.key == "pair":
+        raise UserError("--format text is prompt + label word, for claim tasks; export a comparison task "
+                        "as preference, kto, messages or prompt-completion")
 
-        records = [r for _, r in read_records(run.dataset.source)]
-        field = _prompt_field(task)
-        for unit in units:
-            it = _pair_item(run, unit, records, field)
-            if it is None and any(run.labels[i] is not None for i in unit):
-                no_preference += 1
-            items.append([it] if it else [])
-    else:
-        items = [_claim_items(run, unit) for unit in units]
-    kept = [u for u in items if u]
-    if not kept:
-        raise DataError(f"{run.path} has no labeled examples to export")
-    per_item = 2 if fmt == "kto" else 1
-    splits = split_units([len(u) * per_item for u in kept], valid_fraction, test_fraction, seed)
 
-    out = Path(out)
+def _prepare_out(out: Path, force: bool) -> list[str]:
+    """Create `out`; the names of an earlier export's files in it (refused without force)."""
     names = [f"{s}.jsonl" for s in SPLITS] + [METADATA]
     if out.exists() and not out.is_dir():
         raise UserError(f"{out} exists and is not a directory")
@@ -228,17 +249,58 @@ def export_run(run: LabeledRun, out: str | Path, fmt: str, *, openai_dpo: bool =
     if present and not force:
         raise UserError(f"{out} already holds {', '.join(present)}; use --force to replace them")
     out.mkdir(parents=True, exist_ok=True)
+    return present
 
+
+def _render(run: LabeledRun, labels: tuple, kept: list[list[Item]], splits: list[str], fmt: str,
+            openai_dpo: bool) -> tuple[dict[str, list[bytes]], dict[str, list[dict]]]:
+    """JSONL lines per split (dataset order) and, for each line, the ICM examples behind it."""
     lines: dict[str, list[bytes]] = {s: [] for s in SPLITS}
     meta: dict[str, list[dict]] = {s: [] for s in SPLITS}
-    for unit_items, split in zip(kept, splits):  # dataset order inside each split
+    for unit_items, split in zip(kept, splits):
         for it in unit_items:
             info = {"group": run.dataset.examples[it.examples[0]].group,
-                    "examples": [{"id": run.dataset.examples[i].id, "label": run.labels[i], "score": run.scores[i]}
-                                 for i in it.examples]}
+                    "examples": [{"id": run.dataset.examples[i].id, "label": labels[i], "score": run.scores[i],
+                                  "source": run.sources[i]} for i in it.examples]}
             for rec in records_for(it, fmt, openai_dpo):
                 lines[split].append(orjson.dumps(rec))
                 meta[split].append(info | ({"label": rec["label"]} if fmt == "kto" else {}))
+    return lines, meta
+
+
+def shuffle_split(lines: list, meta: list, seed: int, split: str) -> tuple[list, list]:
+    """Lines and their metadata in one seeded order (the same for every run with this seed and split).
+
+    Example: shuffle_split([b"a", b"b", b"c"], [1, 2, 3], 0, "train") -> ([b"b", b"a", b"c"], [2, 1, 3])
+    """
+    order = list(range(len(lines)))
+    random.Random(f"{seed}:{split}:order").shuffle(order)
+    return [lines[k] for k in order], [meta[k] for k in order]
+
+
+def export_run(run: LabeledRun, out: str | Path, fmt: str, *, openai_dpo: bool = False, include_predicted: bool = False,
+               valid_fraction: float = 0.1, test_fraction: float = 0.0, seed: int = 0, force: bool = False) -> dict:
+    """Write DIR/{train,valid,test}.jsonl (empty splits are not written) and DIR/icm_metadata.json."""
+    task = run.dataset.task
+    _check_options(task, fmt, openai_dpo)
+    labels = used_labels(run, include_predicted)
+    items, no_preference = _items(run, labels)
+    left_out = {"unlabeled": sum(y is None for y in run.labels),
+                "predicted": sum(y is not None and z is None for y, z in zip(run.labels, labels))}
+    if task.key == "pair":
+        left_out["pairs_without_preference"] = no_preference
+    kept = [u for u in items if u]
+    if not kept:
+        hint = f" ({left_out['predicted']} predicted labels are left out without --include-predicted)" if left_out["predicted"] else ""
+        raise DataError(f"{run.path} has no labeled examples to export{hint}")
+    per_item = 2 if fmt == "kto" else 1
+    splits = split_units([len(u) * per_item for u in kept], valid_fraction, test_fraction, seed)
+    out = Path(out)
+    present = _prepare_out(out, force)
+    lines, meta = _render(run, labels, kept, splits, fmt, openai_dpo)
+    if fmt == "kto":  # TRL's KTOTrainer reads in file order and pairs neighbours for its KL term: mix examples
+        for s in SPLITS:
+            lines[s], meta[s] = shuffle_split(lines[s], meta[s], seed, s)
     for n in present:
         (out / n).unlink()  # --force: no stale split from an earlier export may survive
     counts = {}
@@ -246,17 +308,106 @@ def export_run(run: LabeledRun, out: str | Path, fmt: str, *, openai_dpo: bool =
         if lines[s]:
             write_atomic(out / f"{s}.jsonl", b"\n".join(lines[s]) + b"\n")
             counts[s] = len(lines[s])
-    n_labeled = sum(y is not None for y in run.labels)
-    left_out = {"unlabeled": len(run.labels) - n_labeled}
-    if comparison:
-        left_out["pairs_without_preference"] = no_preference
     sidecar = {
-        "format": "openai-dpo" if openai_dpo else fmt, "task": task.name, "kind": "comparison" if comparison else "claim",
-        "run": str(run.path), "records": counts, "left_out": left_out,
+        "format": "openai-dpo" if openai_dpo else fmt, "task": task.name, "kind": "comparison" if task.key == "pair" else "claim",
+        "run": str(run.path), "records": counts, "left_out": left_out, "include_predicted": include_predicted,
         "split": {"seed": seed, "valid_fraction": valid_fraction, "test_fraction": test_fraction,
-                  "by": "consistency group"},
+                  "by": "consistency group", "order": "shuffled by seed" if fmt == "kto" else "data file"},
         "lines": {s: meta[s] for s in SPLITS if meta[s]},  # lines[s][k] describes line k + 1 of s.jsonl
         "config": run.config, "summary": run.summary,
     }
     write_atomic(out / METADATA, orjson.dumps(sidecar, option=orjson.OPT_INDENT_2))
     return {"out": str(out), "format": sidecar["format"], "records": counts, "left_out": left_out}
+
+
+# --- the optional check: what `datasets.load_dataset("json", ...)` and TRL make of an export -------------
+# TRL's dataset types (docs: "Dataset formats and types"), by the exact set of columns, and who reads them
+TRL_TYPES = {
+    frozenset({"text"}): ("language modeling", "SFTTrainer: loss on every token"),
+    frozenset({"messages"}): ("language modeling, conversational", "SFTTrainer: the chat template, loss on every token"),
+    frozenset({"prompt", "completion"}): ("prompt-completion", "SFTTrainer: loss on the completion only"),
+    frozenset({"prompt", "completion", "label"}): ("unpaired preference", "KTOTrainer"),
+    frozenset({"prompt", "chosen", "rejected"}): ("preference", "DPOTrainer, RewardTrainer"),
+    frozenset({"input", "preferred_output", "non_preferred_output"}): ("none (OpenAI DPO shape)", "hosted DPO, not TRL"),
+}
+HF_SPLITS = {"train": "train", "valid": "validation", "test": "test"}  # file stem -> the README's split name
+
+
+def need_datasets():
+    """The `datasets` module, or a one-line error that says how to get it."""
+    try:
+        import datasets
+    except ImportError:
+        raise UserError("--check needs Hugging Face `datasets`: pip install datasets") from None
+    return datasets
+
+
+def _type_name(feature) -> str:
+    """A datasets feature as a short type: string, bool, list<{content: string, role: string}>."""
+    if isinstance(feature, dict):
+        return "{" + ", ".join(f"{k}: {_type_name(v)}" for k, v in feature.items()) + "}"
+    if hasattr(feature, "dtype") and not hasattr(feature, "feature"):
+        return str(feature.dtype)
+    if hasattr(feature, "feature"):
+        return f"list<{_type_name(feature.feature)}>"
+    return type(feature).__name__
+
+
+def check_export(out: str | Path) -> list[dict]:
+    """Load every split of an export as the README does and describe what TRL will see, per file.
+
+    Raises DataError when `datasets` reads other columns than the export's format promises.
+    Example: check_export("ft/") -> [{"file": "ft/train.jsonl", "split": "train", "rows": 24,
+             "columns": {"prompt": "string", "completion": "string"}, "trl": "prompt-completion", ...}]
+    """
+    import tempfile
+
+    datasets = need_datasets()
+    out = Path(out)
+    files = {HF_SPLITS[s]: str(out / f"{s}.jsonl") for s in SPLITS if (out / f"{s}.jsonl").exists()}
+    if not files:
+        raise UserError(f"{out} holds no train/valid/test.jsonl to check")
+    datasets.disable_progress_bars()
+    with tempfile.TemporaryDirectory() as cache:  # leave nothing in the user's datasets cache
+        loaded = datasets.load_dataset("json", data_files=files, cache_dir=cache)
+        return [_describe(files[name], name, ds) for name, ds in loaded.items()]
+
+
+def _describe(path: str, split: str, ds) -> dict:
+    columns = {c: _type_name(f) for c, f in ds.features.items()}
+    kind, reader = TRL_TYPES.get(frozenset(columns), (None, None))
+    if kind is None:
+        raise DataError(f"{path}: datasets reads columns {', '.join(columns)}, which is no export format")
+    if "label" in columns and columns["label"] != "bool":
+        raise DataError(f"{path}: column label is {columns['label']}, KTO needs bool")
+    return {"file": path, "split": split, "rows": ds.num_rows, "columns": columns, "trl": kind,
+            "reader": reader, "first": ds[0]}
+
+
+def check_lines(files: list[dict]) -> list[str]:
+    """check_export's answer as lines for a terminal; long strings keep their start and their end.
+
+    Example: "check: ft/train.jsonl -> split 'train', 24 rows; columns prompt: string, completion: string;
+              TRL type: prompt-completion (SFTTrainer: loss on the completion only)" then its first row
+    """
+    out = []
+    for f in files:
+        columns = ", ".join(f"{c}: {t}" for c, t in f["columns"].items())
+        out.append(f"check: {f['file']} -> split {f['split']!r}, {f['rows']} rows; columns {columns}; "
+                   f"TRL type: {f['trl']} ({f['reader']})")
+        out.append("  first row: " + ", ".join(f"{c}={_short(v)}" for c, v in f["first"].items()))
+    return out
+
+
+def _short(value, keep: int = 24) -> str:
+    """repr() with long strings cut in the middle, so a completion's leading space and a prompt's end show.
+
+    Example: _short("Review: My kids adored it ... Answer:", 8) -> "'Review: … Answer:'"
+    """
+    if isinstance(value, str):
+        return repr(value if len(value) <= 2 * keep + 1 else value[:keep] + "…" + value[-keep:])
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k!r}: {_short(v, keep)}" for k, v in value.items()) + "}"
+    if isinstance(value, list):
+        return "[" + ", ".join(_short(v, keep) for v in value) + "]"
+    return repr(value)

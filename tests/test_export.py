@@ -1,4 +1,5 @@
-"""Fine-tune exports: every format against its schema, splits by group, unlabeled left out, run checks."""
+"""Fine-tune exports: every format against its schema (ours and TRL's documented one), splits by group, unlabeled
+and predicted labels left out, KTO order, run checks. No `datasets`/TRL here: tests/test_export_trl.py has those."""
 
 import dataclasses
 import hashlib
@@ -8,8 +9,10 @@ import pytest
 from click.testing import CliRunner
 
 from icm_lite.errors import DataError, RunError, UserError
-from icm_lite.export import FORMATS, export_run, load_run, split_units
+from icm_lite.export import FORMATS, METADATA, export_run, load_run, split_units, used_labels
 from icm_lite.tasks import Task
+
+from conftest import one_error
 
 # --- schemas: exact keys and types of every shape a trainer reads -----------------------------------
 
@@ -147,7 +150,10 @@ def test_claim_export_matches_its_schema_exactly(claim_run, tmp_path, fmt):
     prompts = {f"Question: What is {i}?\nClaim: It is {i}.\nI think this claim is": y for i, _, _, y in labeled}
     for records in files.values():
         for r in records:
-            if fmt == "messages":
+            if fmt == "text":
+                prompt, word = r["text"].rsplit(" ", 1)
+                assert word == ("True" if prompts[prompt] else "False")
+            elif fmt == "messages":
                 user, assistant = r["messages"]
                 assert assistant["content"] == ("True" if prompts[user["content"]] else "False")
             elif fmt == "prompt-completion":
@@ -158,8 +164,46 @@ def test_claim_export_matches_its_schema_exactly(claim_run, tmp_path, fmt):
             else:
                 y = prompts[r["prompt"]]
                 assert (r["chosen"], r["rejected"]) == ((" True", " False") if y else (" False", " True"))
-    assert meta["left_out"] == {"unlabeled": 3}
+    assert meta["left_out"] == {"unlabeled": 3, "predicted": 0} and meta["include_predicted"] is False
     assert meta["config"]["data_sha256"] and meta["summary"] == {"labeled": 10}
+
+
+# TRL's documented example of each dataset type ("Dataset formats and types" in the TRL docs), verbatim
+TRL_DOCS = {
+    "text": {"text": "The sky is blue."},  # language modeling
+    "prompt-completion": {"prompt": "The sky is", "completion": " blue."},  # prompt-completion
+    "messages": {"messages": [{"role": "user", "content": "What color is the sky?"},
+                              {"role": "assistant", "content": "It is blue."}]},  # conversational language modeling
+    "kto": {"prompt": "The sky is", "completion": " blue.", "label": True},  # unpaired preference
+    "preference": {"prompt": "The sky is", "chosen": " blue.", "rejected": " green."},  # preference
+}
+
+
+def structure(x):
+    """Field names and JSON types, recursively: what a trainer's column check sees."""
+    if isinstance(x, dict):
+        return {k: structure(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [structure(v) for v in x]
+    return type(x).__name__
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_claim_records_have_the_schema_trl_documents(claim_run, tmp_path, fmt):
+    export_run(load_run(claim_run), tmp_path / "ft", fmt, valid_fraction=0)
+    records = read_jsonl(tmp_path / "ft" / "train.jsonl")
+    assert {orjson.dumps(structure(r)) for r in records} == {orjson.dumps(structure(TRL_DOCS[fmt]))}
+    # the label word as the model scored it: the template ends on "is", the space belongs to the word
+    words = {"text": lambda r: r["text"][r["text"].rindex(" is") + 3:], "prompt-completion": lambda r: r["completion"],
+             "messages": lambda r: r["messages"][1]["content"], "kto": lambda r: r["completion"],
+             "preference": lambda r: r["chosen"]}
+    assert {words[fmt](r) for r in records} == ({"True", "False"} if fmt == "messages" else {" True", " False"})
+
+
+def test_text_is_for_claim_tasks(pair_run, tmp_path):
+    with pytest.raises(UserError, match="claim tasks"):
+        export_run(load_run(pair_run), tmp_path / "ft", "text")
+    assert not (tmp_path / "ft").exists()
 
 
 def test_kto_has_both_completions_of_each_prompt_one_desirable(claim_run, tmp_path):
@@ -169,6 +213,31 @@ def test_kto_has_both_completions_of_each_prompt_one_desirable(claim_run, tmp_pa
     for r in records:
         by_prompt.setdefault(r["prompt"], []).append(r)
     assert all(sorted(x["label"] for x in rs) == [False, True] for rs in by_prompt.values())
+
+
+def test_kto_records_are_shuffled_by_seed_with_their_metadata(claim_run, tmp_path):
+    run = load_run(claim_run)
+    export_run(run, tmp_path / "a", "kto", valid_fraction=0)
+    export_run(run, tmp_path / "b", "kto", valid_fraction=0)
+    export_run(run, tmp_path / "c", "kto", valid_fraction=0, seed=1)
+    records = read_jsonl(tmp_path / "a" / "train.jsonl")
+    assert (tmp_path / "a" / "train.jsonl").read_bytes() == (tmp_path / "b" / "train.jsonl").read_bytes()
+    assert (tmp_path / "a" / "train.jsonl").read_bytes() != (tmp_path / "c" / "train.jsonl").read_bytes()
+    neighbours = sum(records[k]["prompt"] == records[k + 1]["prompt"] for k in range(0, len(records), 2))
+    assert neighbours < len(records) // 4, "records of one example still sit next to each other"
+    meta = orjson.loads((tmp_path / "a" / METADATA).read_bytes())
+    assert meta["split"]["order"] == "shuffled by seed"
+    prompt_of = {ex.id: ex.prompt for ex in run.dataset.examples}
+    for r, info in zip(records, meta["lines"]["train"], strict=True):
+        assert info["label"] == r["label"] and [prompt_of[e["id"]] for e in info["examples"]] == [r["prompt"]]
+        assert r["completion"] == (" True" if info["examples"][0]["label"] == r["label"] else " False")
+
+
+def test_other_formats_keep_the_data_file_order(claim_run, tmp_path):
+    run = load_run(claim_run)
+    export_run(run, tmp_path / "ft", "prompt-completion", valid_fraction=0)
+    order = [ex.prompt for ex, y in zip(run.dataset.examples, run.labels) if y is not None]
+    assert [r["prompt"] for r in read_jsonl(tmp_path / "ft" / "train.jsonl")] == order
 
 
 def test_openai_dpo_on_claims(claim_run, tmp_path):
@@ -185,7 +254,7 @@ def test_openai_dpo_needs_preference(claim_run, tmp_path):
 
 
 def test_mlx_and_together_detect_the_intended_format(claim_run, tmp_path):
-    expect = {"messages": ("chat", "conversation"), "prompt-completion": ("completions", "instruction"),
+    expect = {"text": ("text", "general"), "messages": ("chat", "conversation"), "prompt-completion": ("completions", "instruction"),
               # KTO records also carry prompt+completion: MLX-LM would train on the undesirable ones (docs warn)
               "kto": ("completions", "instruction"), "preference": ("unsupported", None)}
     for fmt, (mlx, together) in expect.items():
@@ -250,6 +319,69 @@ def test_gold_labels_do_not_change_the_export(claim_run, tmp_path):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
 
 
+# --- labels the model predicted after the search ("source": "prediction") --------------------------------
+
+def mark_predicted(run_dir, ids, explicit_search=()):
+    """Rewrite labels.jsonl: `ids` predicted, `explicit_search` with "source": "search", the rest as before."""
+    rows = [orjson.loads(line) for line in (run_dir / "labels.jsonl").read_bytes().splitlines()]
+    for r in rows:
+        if r["id"] in ids:
+            r["source"] = "prediction"
+        elif r["id"] in explicit_search:
+            r["source"] = "search"
+    (run_dir / "labels.jsonl").write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in rows))
+
+
+def test_sources_are_read_and_old_rows_count_as_search(claim_run):
+    assert set(load_run(claim_run).sources) == {"search"}  # an old run directory: no "source" anywhere
+    mark_predicted(claim_run, {"c4", "c10"}, explicit_search={"c1"})
+    run = load_run(claim_run)
+    by_id = {ex.id: (y, src) for ex, y, src in zip(run.dataset.examples, run.labels, run.sources, strict=True)}
+    assert by_id["c4"] == (True, "prediction") and by_id["c10"] == (True, "prediction")
+    assert by_id["c1"] == (True, "search") and by_id["c2"] == (False, "search")
+    assert [ex.id for ex, y in zip(run.dataset.examples, used_labels(run, False)) if y is not None] == \
+        ["c1", "c2", "c5", "c8", "c9", "c11", "c12", "c13"]
+    assert used_labels(run, True) == run.labels
+
+
+def test_predicted_labels_are_left_out_unless_asked_for(claim_run, tmp_path):
+    mark_predicted(claim_run, {"c4", "c10"})
+    export_run(load_run(claim_run), tmp_path / "a", "prompt-completion", valid_fraction=0)
+    files, meta = exported(tmp_path / "a", "prompt-completion")
+    assert meta["left_out"] == {"unlabeled": 3, "predicted": 2} and meta["include_predicted"] is False
+    ids = [e["id"] for info in meta["lines"]["train"] for e in info["examples"]]
+    assert len(files["train"]) == 8 and "c4" not in ids and "c10" not in ids
+    export_run(load_run(claim_run), tmp_path / "b", "prompt-completion", valid_fraction=0, include_predicted=True)
+    files, meta = exported(tmp_path / "b", "prompt-completion")
+    assert meta["left_out"] == {"unlabeled": 3, "predicted": 0} and meta["include_predicted"] is True
+    sources = {e["id"]: e["source"] for info in meta["lines"]["train"] for e in info["examples"]}
+    assert len(files["train"]) == 10 and sources["c4"] == sources["c10"] == "prediction" and sources["c1"] == "search"
+
+
+def test_a_run_with_only_predicted_labels_says_how_to_export_them(claim_run, tmp_path):
+    mark_predicted(claim_run, {c[0] for c in CLAIMS})
+    with pytest.raises(DataError, match="10 predicted labels are left out without --include-predicted"):
+        export_run(load_run(claim_run), tmp_path / "ft", "kto")
+
+
+def test_an_unknown_source_is_refused(claim_run):
+    lines = (claim_run / "labels.jsonl").read_bytes().splitlines()
+    lines[1] = lines[1][:-1] + b', "source": "guess"}'
+    (claim_run / "labels.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+    with pytest.raises(RunError, match=r"labels.jsonl:2: unknown source 'guess'"):
+        load_run(claim_run)
+
+
+def test_a_predicted_half_of_a_pair_counts_as_unlabeled(pair_run, tmp_path):
+    # p2: both orders say B; without the predicted p2a, p2b alone still does. p6: its one labeled order is predicted
+    mark_predicted(pair_run, {"p2a", "p6a"})
+    export_run(load_run(pair_run), tmp_path / "ft", "preference", valid_fraction=0)
+    files, meta = exported(tmp_path / "ft", "preference")
+    assert {r["prompt"] for r in files["train"]} == {"ask p1", "ask p2", "ask p4"}
+    assert meta["left_out"] == {"unlabeled": 4, "predicted": 2, "pairs_without_preference": 1}
+    assert [[e["id"] for e in info["examples"]] for info in meta["lines"]["train"]] == [["p1a", "p1b"], ["p2b"], ["p4b"]]
+
+
 # --- comparison tasks -----------------------------------------------------------------------------------
 
 def test_pairs_give_one_preference_each_from_the_icm_labels(pair_run, tmp_path):
@@ -258,11 +390,11 @@ def test_pairs_give_one_preference_each_from_the_icm_labels(pair_run, tmp_path):
     got = {r["prompt"]: (r["chosen"], r["rejected"]) for r in files["train"]}
     assert got == {"ask p1": ("p1 answer A", "p1 answer B"), "ask p2": ("p2 answer B", "p2 answer A"),
                    "ask p4": ("p4 answer B", "p4 answer A"), "ask p6": ("p6 answer B", "p6 answer A")}
-    assert meta["left_out"] == {"unlabeled": 4, "pairs_without_preference": 1}
+    assert meta["left_out"] == {"unlabeled": 4, "predicted": 0, "pairs_without_preference": 1}
     assert [[e["id"] for e in info["examples"]] for info in meta["lines"]["train"]] == [["p1a", "p1b"], ["p2a", "p2b"], ["p4b"], ["p6a"]]
 
 
-@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("fmt", [f for f in FORMATS if f != "text"])
 def test_pair_formats_match_their_schema(pair_run, tmp_path, fmt):
     export_run(load_run(pair_run), tmp_path / "ft", fmt, valid_fraction=0.25)
     files, _ = exported(tmp_path / "ft", fmt)
@@ -338,3 +470,28 @@ def test_cli_export(claim_run, tmp_path):
     assert res.exit_code == 2 and "--force" in res.output
     res = CliRunner().invoke(main, ["export", str(claim_run), "--format", "kto", "--out", str(out), "--openai-dpo"])
     assert res.exit_code == 2 and "error:" in res.output
+
+
+def test_cli_include_predicted(claim_run, tmp_path):
+    from icm_lite.cli import main
+
+    mark_predicted(claim_run, {"c4", "c10"})
+    res = CliRunner().invoke(main, ["export", str(claim_run), "--format", "text", "--out", str(tmp_path / "a")])
+    assert res.exit_code == 0, res.output
+    assert "left out: unlabeled 3, predicted 2;" in res.output and "train.jsonl 7, valid.jsonl 1" in res.output
+    res = CliRunner().invoke(main, ["export", str(claim_run), "--format", "text", "--out", str(tmp_path / "b"),
+                                    "--include-predicted", "--valid-fraction", "0"])
+    assert res.exit_code == 0, res.output
+    assert "left out: unlabeled 3, predicted 0;" in res.output and "train.jsonl 10 (" in res.output
+    assert orjson.loads((tmp_path / "b" / METADATA).read_bytes())["include_predicted"] is True
+
+
+def test_cli_check_without_datasets_fails_before_writing(claim_run, tmp_path, monkeypatch):
+    import sys
+
+    from icm_lite.cli import main
+
+    monkeypatch.setitem(sys.modules, "datasets", None)  # as where `datasets` is not installed
+    res = CliRunner().invoke(main, ["export", str(claim_run), "--format", "kto", "--out", str(tmp_path / "ft"), "--check"])
+    assert one_error(res, 2) == "error: --check needs Hugging Face `datasets`: pip install datasets"
+    assert not (tmp_path / "ft").exists()
