@@ -324,7 +324,8 @@ def export_run(run: LabeledRun, out: str | Path, fmt: str, *, openai_dpo: bool =
 # TRL's dataset types (docs: "Dataset formats and types"), by the exact set of columns, and who reads them
 TRL_TYPES = {
     frozenset({"text"}): ("language modeling", "SFTTrainer: loss on every token"),
-    frozenset({"messages"}): ("language modeling, conversational", "SFTTrainer: the chat template, loss on every token"),
+    frozenset({"messages"}): ("conversational language modeling",
+                              "SFTTrainer: chat template, loss on the whole chat unless assistant_only_loss"),
     frozenset({"prompt", "completion"}): ("prompt-completion", "SFTTrainer: loss on the completion only"),
     frozenset({"prompt", "completion", "label"}): ("unpaired preference", "KTOTrainer"),
     frozenset({"prompt", "chosen", "rejected"}): ("preference", "DPOTrainer, RewardTrainer"),
