@@ -183,8 +183,12 @@ def workdir(tmp_path, monkeypatch):
     make_run(tmp_path, rows, Task.builtin("claim"), "runs/demo")
     monkeypatch.chdir(tmp_path)
     calls: list = []
+    if HAVE_DATASETS:  # the snippets' load_dataset() caches here, not in the user's cache
+        import datasets
+
+        monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "hf-datasets"))
     if REAL:
-        _one_step_each(monkeypatch, calls, tmp_path / "hf-datasets")
+        _one_step_each(monkeypatch, calls)
     else:
         monkeypatch.setitem(sys.modules, "trl", stub_trl(calls))
         if not HAVE_DATASETS:
@@ -192,12 +196,10 @@ def workdir(tmp_path, monkeypatch):
     return calls
 
 
-def _one_step_each(monkeypatch, calls: list, cache: Path) -> None:
+def _one_step_each(monkeypatch, calls: list) -> None:
     """Every TRL trainer built by a snippet trains one step, saves nothing, and reports (name, steps, loss)."""
-    import datasets
     import transformers
 
-    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(cache))
     post_init, train = transformers.TrainingArguments.__post_init__, transformers.Trainer.train
 
     def one_step(self):
