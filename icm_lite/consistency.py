@@ -5,7 +5,9 @@ these options by U). Rules inside one consistency group, for two labeled example
   * same key             -> implication: labels must be equal;
   * different keys, relation "contradiction" -> not both True;
   * different keys, relation "asymmetry"     -> exactly one True (both False is inconsistent too).
-Examples without a group or without a key take part in no pair.
+Examples without a group or without a key take part in no pair. The fix options of a pair are its consistent
+labelings: (T,T)/(F,F) for an implication, (T,F)/(F,T) for asymmetry, and for a contradiction (T,F)/(F,T) and,
+in the paper's variant, also (F,F).
 
 Example: Consistency(examples, "contradiction").count(labels) -> number of inconsistent pairs
 """
@@ -59,13 +61,14 @@ class Consistency:
     def count(self, labels: Labels) -> int:
         return sum(1 for i, j in self.pairs if self.conflict(i, j, labels[i], labels[j]))
 
-    def options(self, i: int, j: int) -> list[tuple[bool, bool]]:
-        """The consistent labelings of the pair (i, j), in a fixed order."""
+    def options(self, i: int, j: int, both_false: bool = True) -> list[tuple[bool, bool]]:
+        """The consistent labelings of the pair (i, j), in a fixed order. both_false=False leaves (F, F) out of
+        a contradiction's options, as the authors' code does (it offers (T, F) and (F, T) only)."""
         kind = self.kind(i, j)
         if kind == "implication":
             return [(True, True), (False, False)]
         if kind == "contradiction":
-            return [(True, False), (False, True), (False, False)]
+            return [(True, False), (False, True)] + ([(False, False)] if both_false else [])
         if kind == "asymmetry":
             return [(True, False), (False, True)]
         return []

@@ -6,16 +6,26 @@ node that ends in a query, the log-odds of the label word are read and stored un
 Nothing here knows about tokens or models: a backend maps items to tokens, and `walk` drives any backend
 through the tree depth-first.
 
-Exact leave-one-out (every labeled example scored with all the others in context) is a divide and
-conquer: split the demonstrations into halves A and B; B is pushed once as the shared prefix of every
-leaf in A, and A for every leaf in B; recurse. Each level pushes every demonstration once, so a full
-U(D) costs about n·L·log2(n) demonstration tokens plus n queries, instead of n²·L when every context is
-built from scratch. Splits fall on consistency-group boundaries so each group stays contiguous.
+Where each demonstration sits in a context is fixed once per batch by a `Layout`, over *all* of the batch's
+examples, labeled or not: the context of query i is the layout's sequence for i with the examples that are
+unlabeled (in the labeling being scored) left out. So a score is a function of the labeling alone, and a
+changed example sits at its own place in every context, never in a special one (a recency-sensitive model
+would otherwise reward or punish the change itself). Two layouts:
 
-`compare_plan` scores several labelings that differ only on a few examples C in one pass: C goes last
-in every context, so ΔU between the labelings compares the same demonstration order.
+  tree       divide and conquer: split the examples into halves A and B; B is pushed once as the shared
+             prefix of every leaf in A, and A for every leaf in B; recurse. Each level pushes every labeled
+             demonstration once, so one U(D) costs about n·L·log2(n) tokens plus n queries instead of n²·L.
+             The examples are `spread` first (every group's first members, then its second members, ...),
+             so a query's groupmates sit in an early block of its context: with groups kept contiguous they
+             would be the deepest split, right before the query, where a model that copies the most recent
+             label reads the opposite label of a pair-mate as evidence (measured: benchmarks/README.md).
+  canonical  the authors' order: every query after all other labeled examples in file order (groups
+             contiguous); built as a trie, about n²·L/2 tokens per U(D).
 
-Example: walk(compare_plan([(0, True), (1, False)], [], [{}], groups), ops) -> {(0, 0): s0, (0, 1): s1}
+`build` scores several labelings in one pass: labelings that agree on a pushed segment share its node, so
+they share everything up to the first example where they differ.
+
+Example: walk(build(tree_layout([0, 1, 2]), [[True, False, None]]), ops) -> {(0, 0): s0, (0, 1): s1}
 """
 
 from __future__ import annotations
@@ -24,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Hashable, Protocol, Sequence
 
 Item = tuple[int, "bool | None"]  # (example index, label) for a demonstration; label None = query
+LAYOUTS = ("tree", "canonical")
 
 
 @dataclass
@@ -69,70 +80,127 @@ def _node(items: tuple[Item, ...], children: list[Node], read: tuple = ()) -> No
     return Node(items, children, read)
 
 
-def _split(demos: Sequence[Item], group_of: Callable[[int], Hashable]) -> int:
-    """Cut point nearest the middle that does not separate a consistency group."""
-    n = len(demos)
-    best = None
-    for k in range(1, n):
-        g0, g1 = group_of(demos[k - 1][0]), group_of(demos[k][0])
-        if g0 is None or g0 != g1:
-            if best is None or abs(2 * k - n) < abs(2 * best - n):
-                best = k
-    return n // 2 if best is None else best
+# --- layouts: where every example sits in every context ---------------------------------------------
+@dataclass
+class Slot:
+    """A layout node: `edges` are (examples pushed, subtree) pairs; a leaf is the query `query`.
+    `mask` has bit i set when query i is under this node."""
+
+    mask: int
+    edges: list[tuple[tuple[int, ...], "Slot"]] = field(default_factory=list)
+    query: int | None = None
 
 
-def loo_nodes(demos: Sequence[Item], group_of: Callable[[int], Hashable],
-              tails: Callable[[int], list[Node]]) -> list[Node]:
-    """Nodes under the current context such that each demo i gets `tails(i)` after all other demos."""
-    if len(demos) == 1:
-        return tails(demos[0][0])
-    cut = _split(demos, group_of)
-    a, b = tuple(demos[:cut]), tuple(demos[cut:])
-    return [_node(b, loo_nodes(a, group_of, tails)), _node(a, loo_nodes(b, group_of, tails))]
+def _leaf(i: int) -> Slot:
+    return Slot(1 << i, [], i)
 
 
-def trie(seqs: Sequence[tuple[tuple[Item, ...], Hashable]]) -> list[Node]:
-    """Prefix tree over item sequences; each sequence's key is read where it ends."""
-    buckets: dict[Item, list[tuple[tuple[Item, ...], Hashable]]] = {}
-    for seq, key in seqs:
-        buckets.setdefault(seq[0], []).append((seq[1:], key))
-    nodes = []
-    for item, rest in buckets.items():
-        reads = tuple(k for s, k in rest if not s)
-        nodes.append(_node((item,), trie([(s, k) for s, k in rest if s]), reads))
-    return nodes
+def spread(order: Sequence[int], group_of: Callable[[int], Hashable]) -> list[int]:
+    """The examples by their rank inside their consistency group, then in `order`: the first member of every
+    group, then every second member, ... A divide-and-conquer tree over this order puts a group's members in
+    different halves, so a query's groupmates sit early in its context, never right before it.
 
-
-def compare_plan(base: Sequence[Item], changed: Sequence[int], labelings: Sequence[dict[int, bool | None]],
-                 group_of: Callable[[int], Hashable]) -> Node:
-    """Leave-one-out scores of several labelings that agree on `base` and differ on `changed`.
-
-    base: demonstrations common to every labeling, in order; changed: indices placed last in every
-    context; labelings[k][c]: label of c under labeling k (None or missing = unlabeled there).
-    Keys read: (k, i) for every example i labeled under labeling k.
+    Example: spread([0, 1, 2, 3], lambda i: i // 2) -> [0, 2, 1, 3]
     """
-    def tail(k: int, skip: int | None) -> tuple[Item, ...]:
-        return tuple((c, labelings[k][c]) for c in changed if c != skip and labelings[k].get(c) is not None)
-
-    def base_tails(i: int) -> list[Node]:
-        return trie([(tail(k, None) + ((i, None),), (k, i)) for k in range(len(labelings))])
-
-    children = loo_nodes(base, group_of, base_tails) if base else []
-    changed_seqs = [(tail(k, c) + ((c, None),), (k, c))
-                    for c in changed for k in range(len(labelings)) if labelings[k].get(c) is not None]
-    if changed_seqs:
-        children.append(_node(tuple(base), trie(changed_seqs)))
-    return Node((), children)
+    seen: dict[Hashable, int] = {}
+    rank = {}
+    for i in order:
+        g = group_of(i)
+        key = ("solo", i) if g is None else g
+        rank[i] = seen.get(key, 0)
+        seen[key] = rank[i] + 1
+    pos = {i: k for k, i in enumerate(order)}
+    return sorted(order, key=lambda i: (rank[i], pos[i]))
 
 
-def context_plan(demos: Sequence[Item], query: int, key: Hashable = "query") -> Node:
-    """One context: the demos in order, then the query."""
-    return Node(tuple(demos) + ((query, None),), [], (key,))
+def tree_layout(order: Sequence[int]) -> Slot:
+    """Divide and conquer over `order`: halves A | B; the leaves under A are read after B, and vice versa."""
+    order = tuple(order)
+    if len(order) == 1:
+        return _leaf(order[0])
+    cut = len(order) // 2
+    a, b = order[:cut], order[cut:]
+    left, right = tree_layout(a), tree_layout(b)
+    return Slot(left.mask | right.mask, [(b, left), (a, right)])
+
+
+def canonical_layout(order: Sequence[int]) -> Slot:
+    """Every query after all the others in `order`: a chain d0 -> d1 -> ... with a branch per query."""
+    order = tuple(order)
+    # built from the end: chain_k = (push d_k, then chain_{k+1}) or (push d_{k+1}.., then query k)
+    chain = _leaf(order[-1]) if order else Slot(0)
+    for k in range(len(order) - 2, -1, -1):
+        chain = Slot(chain.mask | (1 << order[k]), [(order[k + 1:], _leaf(order[k])), ((order[k],), chain)])
+    return chain
+
+
+def layout(kind: str, order: Sequence[int], group_of: Callable[[int], Hashable]) -> Slot:
+    if kind == "tree":
+        return tree_layout(spread(order, group_of))
+    if kind == "canonical":
+        return canonical_layout(order)
+    raise ValueError(f"layout must be one of {LAYOUTS}")
+
+
+def build(root: Slot, labelings: Sequence[Sequence[bool | None]], wants: Sequence[int] | None = None) -> Node:
+    """One plan that scores every labeling: key (k, i) = log-odds of example i under labeling k, with every
+    other example labeled under k in context, where the layout puts it.
+
+    wants[k]: bit mask of the examples to read under labeling k; default: the examples labeled under k
+    (leave-one-out). An unlabeled example may be wanted too: its prediction from all labeled ones.
+    """
+    if wants is None:
+        wants = [sum(1 << i for i, y in enumerate(lab) if y is not None) for lab in labelings]
+
+    def visit(slot: Slot, ks: list[int]) -> list[Node]:
+        if slot.query is not None:
+            i = slot.query
+            keys = tuple((k, i) for k in ks if wants[k] >> i & 1)
+            return [Node(((i, None),), [], keys)] if keys else []
+        out: list[Node] = []
+        for seg, child in slot.edges:
+            live = [k for k in ks if wants[k] & child.mask]
+            if not live:
+                continue
+            by_items: dict[tuple[Item, ...], list[int]] = {}
+            for k in live:
+                lab = labelings[k]
+                by_items.setdefault(tuple((j, lab[j]) for j in seg if lab[j] is not None), []).append(k)
+            for items, group in by_items.items():
+                sub = visit(child, group)
+                if sub:
+                    out.append(_node(items, sub))
+        return out
+
+    return Node((), visit(root, list(range(len(labelings)))))
+
+
+def trie(seqs: Sequence[tuple[tuple[Item, ...], Hashable]]) -> Node:
+    """A plan that reads each given context (items ending in a query) under its key, shared prefixes once.
+
+    Example: trie([(((0, True), (1, None)), "a"), (((0, True), (2, None)), "b")]) -> one (0, True) node, two leaves
+    """
+    def nodes(group: Sequence[tuple[tuple[Item, ...], Hashable]]) -> list[Node]:
+        buckets: dict[Item, list[tuple[tuple[Item, ...], Hashable]]] = {}
+        for seq, key in group:
+            buckets.setdefault(seq[0], []).append((seq[1:], key))
+        out = []
+        for item, rest in buckets.items():
+            reads = tuple(k for s, k in rest if not s)
+            out.append(_node((item,), nodes([(s, k) for s, k in rest if s]), reads))
+        return out
+
+    return Node((), nodes([(tuple(s), k) for s, k in seqs if s]))
 
 
 def plan_tokens(root: Node, length: Callable[[Item], int]) -> int:
     """Tokens a backend evaluates for the plan if every node is decoded (no cross-plan reuse)."""
-    return sum(length(it) for it in root.items) + sum(plan_tokens(c, length) for c in root.children)
+    total, stack = 0, [root]
+    while stack:
+        node = stack.pop()
+        total += sum(length(it) for it in node.items)
+        stack.extend(node.children)
+    return total
 
 
 def contexts(root: Node) -> dict[Hashable, tuple[Item, ...]]:

@@ -2,8 +2,9 @@
 
 A backend runs a plan (see plan.py) and returns, for every read key, the log-odds
 s = log P(True-word | context) - log P(False-word | context) of the next token. `Scorer` turns labelings
-into plans in a fixed canonical order (consistency groups contiguous, then file order) and returns
-per-example log-odds; `predictability` turns those into P(D) for either objective:
+into plans through one fixed layout of the batch's examples (plan.py: every example at its own place in
+every context, whichever examples are labeled), so a score is a function of the labeling alone; it returns
+per-example log-odds, and `predictability` turns those into P(D) for either objective:
 
   code  (default): P = mean_i (s_i if y_i else -s_i)            -- the authors' code, alpha 30, T0 10
   paper          : P = sum_i log sigmoid(s_i if y_i else -s_i)  -- the paper's sum of log-probabilities
@@ -11,14 +12,16 @@ per-example log-odds; `predictability` turns those into P(D) for either objectiv
 This module never sees gold labels: it only gets examples and the labels the search proposes.
 
 Example: Scorer(backend, examples).loo([True, None, False]) -> {0: s0, 2: s2}
+         Scorer(backend, examples).predict(1, [True, None, False]) -> s1 (after examples 0 and 2)
 """
 
 from __future__ import annotations
 
 import math
-from typing import Hashable, Protocol, Sequence
+from typing import Hashable, Iterable, Protocol, Sequence
 
-from .plan import Item, Node, compare_plan, context_plan
+from .plan import Item, Node, build
+from .plan import layout as make_layout
 from .tasks import Example
 
 OBJECTIVES = ("code", "paper")
@@ -43,42 +46,49 @@ def predictability(scores: dict[int, float], labels: Labels, objective: str = "c
 
 
 class Scorer:
-    def __init__(self, backend: Backend, examples: Sequence[Example]):
+    """Leave-one-out log-odds of labelings of `examples`, every context laid out by one fixed `Layout`."""
+
+    def __init__(self, backend: Backend, examples: Sequence[Example], layout: str = "tree"):
         self.backend = backend
         self.examples = examples
         first: dict[Hashable, int] = {}
         for i, ex in enumerate(examples):
             first.setdefault(ex.group if ex.group is not None else ("solo", i), i)
         self.rank = [(first[ex.group if ex.group is not None else ("solo", i)], i) for i, ex in enumerate(examples)]
+        self.order = sorted(range(len(examples)), key=self.rank.__getitem__)
+        self.layout_kind = layout
+        self.layout = make_layout(layout, self.order, self.group_of) if examples else None
 
     def group_of(self, i: int) -> Hashable:
         return self.examples[i].group
 
     def demos(self, labels: Labels, exclude: Sequence[int] = ()) -> list[Item]:
+        """The labeled examples as demonstrations in canonical order (groups contiguous, then file order)."""
         skip = set(exclude)
-        idx = [i for i, y in enumerate(labels) if y is not None and i not in skip]
-        idx.sort(key=self.rank.__getitem__)
-        return [(i, labels[i]) for i in idx]
+        return [(i, labels[i]) for i in self.order if labels[i] is not None and i not in skip]
 
-    def loo(self, labels: Labels) -> dict[int, float]:
-        """Exact leave-one-out log-odds of every labeled example."""
-        return self.compare(labels, [], [{}])[0]
+    def plan(self, labelings: Sequence[Labels], wants: Sequence[int] | None = None) -> Node:
+        return build(self.layout, labelings, wants)
 
-    def predict(self, x: int, labels: Labels) -> float:
-        """Log-odds of example x with every other labeled example in context."""
-        return self.backend.run(context_plan(self.demos(labels, [x]), x))["query"]
-
-    def compare(self, labels: Labels, changed: Sequence[int],
-                labelings: Sequence[dict[int, bool | None]]) -> list[dict[int, float]]:
-        """Leave-one-out log-odds of several labelings that differ from `labels` only on `changed`.
-
-        All labelings share one demonstration order: the unchanged labeled examples in canonical order,
-        then `changed` (in the given order). Returns one {index: log-odds} per labeling.
-        """
-        changed = list(changed)
-        root = compare_plan(self.demos(labels, changed), changed, labelings, self.group_of)
-        got = self.backend.run(root)
+    def scores(self, labelings: Sequence[Labels], wants: Sequence[Iterable[int]] | None = None) -> list[dict[int, float]]:
+        """Log-odds of several labelings in one pass: per labeling {i: s_i} for the wanted examples (default:
+        its labeled ones, leave-one-out), each with every other example labeled there in context."""
+        if not labelings:
+            return []
+        masks = None if wants is None else [sum(1 << i for i in set(w)) for w in wants]
+        got = self.backend.run(self.plan(labelings, masks))
         out: list[dict[int, float]] = [{} for _ in labelings]
         for (k, i), s in got.items():
             out[k][i] = s
         return out
+
+    def loo(self, labels: Labels) -> dict[int, float]:
+        """Exact leave-one-out log-odds of every labeled example."""
+        return self.scores([labels])[0]
+
+    def predict_many(self, xs: Iterable[int], labels: Labels) -> dict[int, float]:
+        """Log-odds of each x with every other labeled example in context (x's own label, if any, left out)."""
+        return self.scores([labels], [xs])[0]
+
+    def predict(self, x: int, labels: Labels) -> float:
+        return self.predict_many([x], labels)[x]

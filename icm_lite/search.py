@@ -5,48 +5,84 @@ The search holds a labeling D (None = unlabeled) and maximises U(D) = alpha * P(
   1. samples an example (weight 100 when unlabeled and its group already has a labeled member, else 1);
   2. predicts its label with every other labeled example in context; if that equals the current label,
      nothing changes ("skip");
-  3. otherwise D^ = D with the new label; ConsistencyFix(D^) (Algorithm 2: pick an inconsistent pair,
-     try its consistent label options, keep the best unless it lowers U, up to `fix_rounds` times);
-  4. accepts D^ if dU > 0, else with probability exp(dU / T).
-U(D) and U(D^) always come from one plan in which the changed examples sit last in every context, so
-dU compares the same demonstration order. Every step returns an `Event`; callers render or log them.
-The search never sees gold labels: it is given examples and a scorer, nothing else.
+  3. otherwise D^ = D with the new label; ConsistencyFix(D^) (Algorithm 2, see `fix`);
+  4. accepts D^ if dU = U(D^) - U(D) > 0, else with probability exp(dU / T).
+Every context places every labeled example where the scorer's fixed layout puts it, so U is a function of
+the labeling alone: U(D) is the state's, only the new labelings are scored, and a labeling scored once is
+not scored again (a memo). A proposal repeated under an unchanged labeling reuses its dU and draws only the
+acceptance coin: zero tokens. ConsistencyFix draws from its own random stream, derived from the seed, the
+labeling and the proposal, so a cached and a recomputed proposal end the same, and traces stay
+deterministic and resumable.
+
+ConsistencyFix, `fix`:
+  code  (authors' src/experiments/ICM.py): on a proposal the first fix is applied unconditionally; each
+        round walks the inconsistent pairs in shuffled order and takes the first pair whose best option does
+        not lower U; a contradiction's options are (T,F) and (F,T).
+  paper (Algorithm 2): each round picks one random inconsistent pair and keeps its best option unless that
+        lowers U; a contradiction may also become (F,F).
+Seeds, `seeds`: `groups` labels the first K examples of a shuffled list of whole consistency groups (the
+authors'); `examples` labels K examples drawn anywhere. Both half True, half False.
+`patience` N stops the search when N iterations in a row changed no label. The search never sees gold
+labels: it is given examples and a scorer, nothing else. Every step returns an `Event`.
 
 Example: Search(examples, Scorer(backend, examples), "none", SearchConfig(iterations=200)).run()
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 import random
+from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 from .consistency import Consistency
+from .options import opt
+from .plan import LAYOUTS
 from .scoring import OBJECTIVES, Scorer, predictability
 from .tasks import Example
 
 SCHEDULES = ("log", "exp")
+FIXES = ("code", "paper")
+SEEDS = ("groups", "examples")
+_MEMO = 256  # labelings whose scores are kept
 
 
 @dataclass(frozen=True)
 class SearchConfig:
-    alpha: float = 30.0
-    t0: float = 10.0
-    t_min: float = 0.01
-    schedule: str = "log"
-    iterations: int = 3000
-    init_k: int = 8
-    fix_rounds: int = 10
-    objective: str = "code"
-    seed: int = 0
-    priority: float = 100.0
+    """The search's options (each is also a `label` option: options.py)."""
+
+    iterations: int = opt(3000, "Search iterations (proposals) per batch (the authors' default).", min=0)
+    patience: int = opt(0, "Stop a batch after this many iterations in a row that changed no label (0 = never).",
+                        min=0)
+    alpha: float = opt(30.0, "Weight of mutual predictability against inconsistencies. Tuned for --objective code; "
+                             "with paper (a sum over examples) scale alpha and T0 down by about N.")
+    t0: float = opt(10.0, "Initial temperature.")
+    t_min: float = opt(0.01, "Final temperature.")
+    schedule: str = opt("log", "Cooling schedule over accepted proposals.", choices=SCHEDULES)
+    init_k: int = opt(8, "Seed labels (half True, half False).", min=0)
+    seeds: str = opt("groups", "Which examples get the seed labels: groups = the first K examples of shuffled whole "
+                               "consistency groups (the authors' code); examples = K examples drawn anywhere.",
+                     choices=SEEDS)
+    fix: str = opt("code", "ConsistencyFix: code = the authors' code (first fix of a proposal forced, first pair "
+                           "that does not lower U); paper = Algorithm 2 (best option of a random pair, kept unless "
+                           "it lowers U; a contradiction may become False/False).", choices=FIXES)
+    fix_rounds: int = opt(10, "ConsistencyFix rounds per proposal.", min=0)
+    objective: str = opt("code", "code: mean log-odds (authors' code); paper: sum of log-probabilities.",
+                         choices=OBJECTIVES)
+    order: str = opt("tree", "Where each demonstration sits in a context: tree = divide and conquer, about "
+                             "n·L·log2(n) tokens per U(D); canonical = the authors' file order, about n²·L/2.",
+                     choices=LAYOUTS)
+    priority: float = opt(100.0, "Sampling weight of an unlabeled example whose group already has a labeled member "
+                                 "(others: 1).")
+    seed: int = opt(0, "Random seed (same seed + data + model = same run).")
 
     def __post_init__(self) -> None:
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"schedule must be one of {SCHEDULES}")
-        if self.objective not in OBJECTIVES:
-            raise ValueError(f"objective must be one of {OBJECTIVES}")
+        for name, allowed in (("schedule", SCHEDULES), ("objective", OBJECTIVES), ("fix", FIXES),
+                              ("seeds", SEEDS), ("order", LAYOUTS)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}")
 
 
 def temperature(schedule: str, t0: float, t_min: float, n_accepted: int) -> float:
@@ -60,9 +96,15 @@ def temperature(schedule: str, t0: float, t_min: float, n_accepted: int) -> floa
     return max(t_min, t)
 
 
+def accept_probability(delta: float, t: float) -> float:
+    """Metropolis: 1 for an improvement, else exp(dU / T)."""
+    return 1.0 if delta > 0 else math.exp(delta / t)
+
+
 @dataclass
 class Event:
-    """What one step did. kind: seed | skip | accept | reject | done."""
+    """What one step did. kind: seed | skip | accept | reject | done. cached: the proposal's dU was reused
+    (scored earlier under the same labeling). stop (on done): "iterations" or "patience"."""
 
     kind: str
     iteration: int
@@ -78,6 +120,8 @@ class Event:
     delta: float | None = None
     fixes: int = 0
     tokens: int = 0
+    cached: bool = False
+    stop: str | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -85,7 +129,7 @@ class Event:
 
 @dataclass
 class _Eval:
-    labels: list
+    labels: tuple
     scores: dict[int, float]
     P: float
     I: int
@@ -101,6 +145,8 @@ class SearchState:
     I: int = 0
     iteration: int = 0
     n_accepted: int = 0
+    quiet: int = 0  # iterations in a row that changed no label
+    stopped: str | None = None  # why the search ended early ("patience")
 
 
 class Search:
@@ -120,52 +166,82 @@ class Search:
         for i, ex in enumerate(examples):
             if ex.group is not None:
                 self._members.setdefault(ex.group, []).append(i)
+        self._memo: OrderedDict[tuple, _Eval] = OrderedDict()
+        self._proposals: dict[tuple[int, bool], tuple[_Eval, int]] = {}  # for the current labeling
+        self._predictions: dict[int, float] = {}  # unlabeled examples, for the current labeling
 
-    # --- scoring -------------------------------------------------------------------------------
-    def _evaluate(self, changed: list[int], candidates: list[list]) -> list[_Eval]:
-        """U of labelings that agree outside `changed`, in one plan (same demonstration order)."""
-        per = self.scorer.compare(candidates[0], changed, [{c: lab[c] for c in changed} for lab in candidates])
-        out = []
-        for lab, scores in zip(candidates, per):
+    # --- scoring ---------------------------------------------------------------------------------
+    def _evaluate(self, labelings: list[tuple]) -> list[_Eval]:
+        """U of each labeling; the ones not in the memo are scored together, in one pass."""
+        todo = list(dict.fromkeys(lab for lab in labelings if lab not in self._memo))
+        for lab, scores in zip(todo, self.scorer.scores(todo)):
             p = predictability(scores, lab, self.config.objective)
             inc = self.cons.count(lab)
-            out.append(_Eval(lab, scores, p, inc, self.config.alpha * p - inc))
+            self._memo[lab] = _Eval(lab, scores, p, inc, self.config.alpha * p - inc)
+        out = []
+        for lab in labelings:
+            self._memo.move_to_end(lab)
+            out.append(self._memo[lab])
+        while len(self._memo) > _MEMO:
+            self._memo.popitem(last=False)
         return out
 
-    def _consistency_fix(self, old: list | None, new: list, changed: list[int]) -> tuple[_Eval | None, _Eval, int]:
-        """Algorithm 2 on `new`; returns (U of old, U of the fixed labeling, fixes applied), one order.
+    def _fix_rng(self, labels: tuple, tag: str) -> random.Random:
+        """ConsistencyFix's own stream: a function of the seed, the labeling and the proposal."""
+        code = "".join("n" if y is None else "1" if y else "0" for y in labels)
+        digest = hashlib.blake2b(f"{self.config.seed}|{tag}|{code}".encode(), digest_size=8).digest()
+        return random.Random(int.from_bytes(digest, "big"))
 
-        A pair whose best option would lower U is not tried again until a fix changes the labeling:
-        with the same labels it would score the same, and each try costs a pass over the model.
-        """
-        fixes, result = 0, None
-        tried: set[tuple[int, int]] = set()
+    def _with(self, labels: tuple, i: int, j: int, option: tuple[bool, bool]) -> tuple:
+        lab = list(labels)
+        lab[i], lab[j] = option
+        return tuple(lab)
+
+    def fix(self, labels: tuple, rng: random.Random, forced: bool) -> tuple[_Eval, int]:
+        """ConsistencyFix (Algorithm 2) on `labels`: the fixed labeling's evaluation and the fixes applied.
+        forced: apply the first fix whatever it does to U (the authors' code, on a proposal)."""
+        c = self.config
+        if c.fix == "paper":
+            return self._fix_paper(labels, rng)
+        cur = None if forced else self._evaluate([labels])[0]
+        fixes = 0
+        for _ in range(c.fix_rounds):
+            pairs = self.cons.inconsistent(labels)
+            if not pairs:
+                break
+            rng.shuffle(pairs)
+            taken = None
+            for i, j in pairs:
+                opts = self._evaluate([self._with(labels, i, j, o) for o in self.cons.options(i, j, both_false=False)])
+                best = max(opts, key=lambda e: e.U)  # the first of equals, as np.argmax
+                if cur is None or best.U >= cur.U:
+                    taken = best
+                    break
+            if taken is None:
+                break
+            labels, cur, fixes = taken.labels, taken, fixes + 1
+        return (cur if cur is not None else self._evaluate([labels])[0]), fixes
+
+    def _fix_paper(self, labels: tuple, rng: random.Random) -> tuple[_Eval, int]:
+        """A pair whose best option would lower U is not tried again until a fix changes the labeling: with the
+        same labels it would score the same."""
+        cur, fixes, tried = None, 0, set()
         for _ in range(self.config.fix_rounds):
-            bad = [p for p in self.cons.inconsistent(new) if p not in tried]
+            bad = [p for p in self.cons.inconsistent(labels) if p not in tried]
             if not bad:
                 break
-            i, j = bad[self.rng.randrange(len(bad))]
-            trial = changed + [k for k in (i, j) if k not in changed]
-            options = []
-            for yi, yj in self.cons.options(i, j):
-                lab = list(new)
-                lab[i], lab[j] = yi, yj
-                options.append(lab)
-            head = ([old] if old is not None else []) + [new]
-            evals = self._evaluate(trial, head + options)
-            cur, opts = evals[len(head) - 1], evals[len(head):]
-            best = max(opts, key=lambda e: e.U)
+            i, j = bad[rng.randrange(len(bad))]
+            opts = [self._with(labels, i, j, o) for o in self.cons.options(i, j)]
+            evals = self._evaluate(([labels] if cur is None else []) + opts)  # the first round scores D^ too
+            if cur is None:
+                cur, evals = evals[0], evals[1:]
+            best = max(evals, key=lambda e: e.U)
             if best.U >= cur.U:
-                new, changed, fixes = best.labels, trial, fixes + 1
-                cur = best
+                labels, cur, fixes = best.labels, best, fixes + 1
                 tried.clear()
             else:
                 tried.add((i, j))
-            result = (evals[0] if old is not None else None, cur)
-        if result is None:
-            evals = self._evaluate(changed, ([old] if old is not None else []) + [new])
-            result = (evals[0] if old is not None else None, evals[-1])
-        return result[0], result[1], fixes
+        return (cur if cur is not None else self._evaluate([labels])[0]), fixes
 
     # --- the search ----------------------------------------------------------------------------
     def _event(self, kind: str, **kw) -> Event:
@@ -180,24 +256,37 @@ class Search:
 
     def _adopt(self, ev: _Eval) -> None:
         st = self.state
+        if tuple(st.labels) != ev.labels:
+            self._proposals.clear()
+            self._predictions.clear()
         st.labels, st.scores, st.P, st.I, st.U = list(ev.labels), dict(ev.scores), ev.P, ev.I, ev.U
 
+    def _seed_examples(self, k: int) -> list[int]:
+        n = len(self.examples)
+        if self.config.seeds == "examples":
+            return self.rng.sample(range(n), k)
+        units: dict = {}
+        for i, ex in enumerate(self.examples):
+            units.setdefault(ex.group if ex.group is not None else ("solo", i), []).append(i)
+        order = list(units.values())
+        self.rng.shuffle(order)
+        return [i for members in order for i in members][:k]
+
     def start(self) -> Event:
-        """Label K random examples, half True and half False, then run ConsistencyFix."""
+        """Label K seed examples, half True and half False, then run ConsistencyFix."""
         n = len(self.examples)
         k = min(self.config.init_k, n)
-        chosen = self.rng.sample(range(n), k)
+        chosen = self._seed_examples(k)
         seeds = [True] * (k // 2) + [False] * (k - k // 2)
         if self.ranked_seeds:
-            empty = [None] * n
-            odds = {i: self.scorer.predict(i, empty) for i in chosen}
+            odds = self.scorer.predict_many(chosen, [None] * n)
             chosen.sort(key=lambda i: (-odds[i], i))
         else:
             self.rng.shuffle(seeds)
         labels: list = [None] * n
         for i, y in zip(chosen, seeds):
             labels[i] = y
-        _, ev, fixes = self._consistency_fix(None, labels, [])
+        ev, fixes = self.fix(tuple(labels), self._fix_rng(tuple(labels), "seed"), forced=False)
         self._adopt(ev)
         return self._event("seed", fixes=fixes)
 
@@ -208,37 +297,66 @@ class Search:
                    for y, ex in zip(labels, self.examples)]
         return self.rng.choices(range(len(labels)), weights=weights)[0]
 
+    def predict(self, x: int) -> float:
+        """Log-odds of x with every other labeled example in context: for a labeled x its leave-one-out score
+        (the same context), for an unlabeled one a model call, remembered until the labeling changes."""
+        st = self.state
+        if st.labels[x] is not None and x in st.scores:
+            return st.scores[x]
+        if x not in self._predictions:
+            self._predictions[x] = self.scorer.predict(x, st.labels)
+        return self._predictions[x]
+
     def step(self) -> Event:
         st = self.state
         st.iteration += 1
         t = self.temperature()
         x = self._sample()
-        new = self.scorer.predict(x, st.labels) > 0
+        new = self.predict(x) > 0
         old = st.labels[x]
         if old == new:
+            st.quiet += 1
             return self._event("skip", example=x, old=old, new=new)
-        proposal = list(st.labels)
-        proposal[x] = new
-        before, after, fixes = self._consistency_fix(st.labels, proposal, [x])
-        delta = after.U - before.U
+        cached = (x, new) in self._proposals
+        if not cached:
+            proposal = list(st.labels)
+            proposal[x] = new
+            proposal = tuple(proposal)
+            self._proposals[(x, new)] = self.fix(proposal, self._fix_rng(tuple(st.labels), f"{x}:{new}"),
+                                                 forced=self.config.fix == "code")
+        after, fixes = self._proposals[(x, new)]
+        delta = after.U - st.U
         accept = delta > 0 or self.rng.random() < math.exp(delta / t)
+        changed = accept and after.labels != tuple(st.labels)
+        st.quiet = 0 if changed else st.quiet + 1
         if accept:
             self._adopt(after)
             st.n_accepted += 1
-        else:
-            self._adopt(before)  # same labels, scores re-read under this step's order
-        return self._event("accept" if accept else "reject", example=x, old=old, new=new, delta=delta, fixes=fixes)
+        return self._event("accept" if accept else "reject", example=x, old=old, new=new, delta=delta, fixes=fixes,
+                           cached=cached)
+
+    def finished(self) -> bool:
+        st, c = self.state, self.config
+        if st.stopped is None and c.patience and st.quiet >= c.patience and st.iteration > 0:
+            st.stopped = "patience"
+        return st.stopped is not None or st.iteration >= c.iterations
+
+    def events(self, should_stop: Callable[[], bool] | None = None) -> Iterator[Event]:
+        """The search as a stream of events: seed (when fresh), one per step, done at the end. Stops quietly,
+        without a done event, when `should_stop()` is true (the state is then resumable)."""
+        if self.state.iteration == 0 and all(y is None for y in self.state.labels):
+            yield self.start()
+        while not self.finished():
+            if should_stop is not None and should_stop():
+                return
+            yield self.step()
+        yield self._event("done", stop=self.state.stopped or "iterations")
 
     def run(self, on_event: Callable[[Event], None] | None = None,
             should_stop: Callable[[], bool] | None = None) -> SearchState:
         emit = on_event or (lambda e: None)
-        if self.state.iteration == 0 and all(y is None for y in self.state.labels):
-            emit(self.start())
-        while self.state.iteration < self.config.iterations:
-            if should_stop is not None and should_stop():
-                break
-            emit(self.step())
-        emit(self._event("done"))
+        for ev in self.events(should_stop):
+            emit(ev)
         return self.state
 
     # --- resume ----------------------------------------------------------------------------------
@@ -246,11 +364,17 @@ class Search:
         st = self.state
         version, internal, gauss = self.rng.getstate()
         return {"labels": st.labels, "scores": {str(k): v for k, v in st.scores.items()}, "U": st.U, "P": st.P,
-                "I": st.I, "iteration": st.iteration, "n_accepted": st.n_accepted,
-                "rng": [version, list(internal), gauss]}
+                "I": st.I, "iteration": st.iteration, "n_accepted": st.n_accepted, "quiet": st.quiet,
+                "stopped": st.stopped, "rng": [version, list(internal), gauss]}
 
     def restore(self, snap: dict) -> None:
         self.state = SearchState(list(snap["labels"]), {int(k): v for k, v in snap["scores"].items()},
-                                 snap["U"], snap["P"], snap["I"], snap["iteration"], snap["n_accepted"])
+                                 snap["U"], snap["P"], snap["I"], snap["iteration"], snap["n_accepted"],
+                                 snap.get("quiet", 0), snap.get("stopped"))
+        self._memo.clear()
+        self._proposals.clear()
+        self._predictions.clear()
+        st = self.state
+        self._memo[tuple(st.labels)] = _Eval(tuple(st.labels), dict(st.scores), st.P, st.I, st.U)
         version, internal, gauss = snap["rng"]
         self.rng.setstate((version, tuple(internal), gauss))

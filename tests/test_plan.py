@@ -5,7 +5,7 @@ import math
 import pytest
 
 from icm_lite.fake import FakeBackend
-from icm_lite.plan import compare_plan, contexts, plan_tokens
+from icm_lite.plan import LAYOUTS, build, canonical_layout, contexts, layout, plan_tokens, spread, tree_layout
 from icm_lite.scoring import Scorer
 from icm_lite.tasks import Example
 
@@ -14,21 +14,33 @@ def _labels(n):
     return [(i % 3 == 0) for i in range(n)]
 
 
+def _ids(seq):
+    return [i for i, _ in seq]
+
+
+@pytest.mark.parametrize("kind", LAYOUTS)
 @pytest.mark.parametrize("n", [1, 2, 3, 7, 16, 33])
-def test_every_context_holds_all_other_examples_once(n):
-    demos = [(i, y) for i, y in enumerate(_labels(n))]
-    ctx = contexts(compare_plan(demos, [], [{}], lambda i: None))
-    assert set(ctx) == {(0, i) for i in range(n)}
+def test_every_context_holds_all_other_labeled_examples_once(n, kind):
+    labels = _labels(n)
+    if n > 3:
+        labels[2] = None  # unlabeled: in no context, not read
+    ctx = contexts(build(layout(kind, range(n), lambda i: None), [labels]))
+    assert set(ctx) == {(0, i) for i in range(n) if labels[i] is not None}
     for (_, i), seq in ctx.items():
         *others, query = seq
         assert query == (i, None)
-        assert sorted(others) == [d for d in demos if d[0] != i]
+        assert sorted(others) == [(j, y) for j, y in enumerate(labels) if j != i and y is not None]
 
 
-def test_groups_stay_contiguous_in_every_context():
+def test_canonical_layout_is_file_order():
+    labels = _labels(9)
+    for (_, i), seq in contexts(build(canonical_layout(range(9)), [labels])).items():
+        assert _ids(seq[:-1]) == [j for j in range(9) if j != i]
+
+
+def test_canonical_layout_keeps_groups_contiguous():
     groups = [str(i // 4) for i in range(24)]  # six groups of four
-    demos = [(i, True) for i in range(24)]
-    ctx = contexts(compare_plan(demos, [], [{}], lambda i: groups[i]))
+    ctx = contexts(build(layout("canonical", range(24), lambda i: groups[i]), [[True] * 24]))
     for seq in ctx.values():
         seen, last = [], None
         for i, _ in seq[:-1]:
@@ -38,18 +50,74 @@ def test_groups_stay_contiguous_in_every_context():
                 last = groups[i]
 
 
-def test_compared_labelings_share_the_demonstration_order():
-    base = [(i, True) for i in range(10)]
-    changed = [10, 11]
-    labelings = [{10: None, 11: True}, {10: True, 11: False}, {10: False, 11: False}]
-    ctx = contexts(compare_plan(base, changed, labelings, lambda i: None))
-    for i in range(10):
-        orders = [[j for j, _ in ctx[(k, i)]] for k in range(3)]
-        # labeling 0 has 10 unlabeled: it is absent, every other position is the same
-        assert orders[1] == orders[2]
-        assert [j for j in orders[1] if j != 10] == orders[0]
-        assert orders[1][-3:] == [10, 11, i]
-    assert (0, 10) not in ctx and (1, 10) in ctx and (2, 11) in ctx
+@pytest.mark.parametrize("size", [2, 3, 4])
+def test_tree_layout_keeps_groupmates_away_from_the_query(size):
+    """A query's groupmates sit in the first half of its context (a model that copies the most recent labels
+    would otherwise read a pair-mate's opposite label as evidence against the query's own)."""
+    n = 12 * size
+    group = [i // size for i in range(n)]
+    ctx = contexts(build(layout("tree", range(n), lambda i: group[i]), [[True] * n]))
+    for (_, i), seq in ctx.items():
+        ids = _ids(seq[:-1])
+        for j in ids:
+            if group[j] == group[i]:
+                assert ids.index(j) < len(ids) * 3 / 4, (i, j, ids)
+        assert group[ids[-1]] != group[i]
+
+
+def test_spread_interleaves_group_members():
+    assert spread([0, 1, 2, 3, 4], lambda i: (i // 2) if i < 4 else None) == [0, 2, 4, 1, 3]
+
+
+@pytest.mark.parametrize("kind", LAYOUTS)
+def test_a_changed_example_sits_at_its_own_place_not_last(kind):
+    """Labelings that differ on a few examples are scored with every other example where it always is: the
+    context of a query under D^ is its context under D with the changed examples inserted, and a changed
+    example is not put next to the query (the recency the old "changed examples last" plan had)."""
+    n = 32
+    base = [i % 5 != 0 for i in range(n)]
+    base[7] = base[20] = None
+    added = list(base)
+    added[7] = True  # a proposal: label an unlabeled example
+    flipped = list(added)
+    flipped[11] = not flipped[11]  # and a ConsistencyFix changes another
+    lay = layout(kind, range(n), lambda i: None)
+    both = contexts(build(lay, [base, added, flipped]))
+    alone = contexts(build(lay, [base]))
+    last = 0
+    for (k, i), seq in both.items():
+        if k == 0:
+            assert seq == alone[(0, i)]  # scoring D beside other labelings does not change D's contexts
+            continue
+        assert [j for j in _ids(seq) if j != 7] == _ids(alone[(0, i)]) if i != 7 else True
+        last += _ids(seq)[-2] in (7, 11)
+    assert last <= 4, f"a changed example came right before the query in {last} contexts"
+    # and the examples that did not change keep their labels and places under every labeling
+    for (k, i), seq in both.items():
+        if k and i != 7:
+            assert [it for it in seq if it[0] not in (7, 11)] == [it for it in alone[(0, i)] if it[0] != 11]
+
+
+def test_labelings_share_their_common_prefix_in_one_pass():
+    n = 16
+    base = [True, False] * 8
+    other = list(base)
+    other[15] = not other[15]
+    fb1, fb2 = FakeBackend([True] * n), FakeBackend([True] * n)
+    lay = tree_layout(range(n))
+    fb1.run(build(lay, [base, other]))
+    fb2.run(build(lay, [base]))
+    one = fb2.tokens_evaluated
+    fb2.run(build(lay, [other]))
+    assert fb1.tokens_evaluated < fb2.tokens_evaluated  # together: less than two separate passes
+    assert one < fb1.tokens_evaluated
+
+
+def test_a_prediction_reads_an_unlabeled_example_after_all_labeled_ones():
+    labels = [True, None, False, True]
+    ctx = contexts(build(tree_layout(range(4)), [labels], [1 << 1]))
+    assert list(ctx) == [(0, 1)]
+    assert sorted(ctx[(0, 1)][:-1]) == [(0, True), (2, False), (3, True)]
 
 
 def test_fake_backend_counts_match_the_plan():
@@ -58,7 +126,7 @@ def test_fake_backend_counts_match_the_plan():
     ex = [Example(str(i), "p") for i in range(n)]
     sc = Scorer(fb, ex)
     labels = _labels(n)
-    root = compare_plan(sc.demos(labels), [], [{}], sc.group_of)
+    root = sc.plan([labels])
     expected = plan_tokens(root, fb.length)
     sc.loo(labels)
     assert fb.tokens_evaluated <= expected
