@@ -9,8 +9,10 @@ examples keep file order. A dataset that fits one context is one batch, exactly 
 
 Carried labels: the authors labeled independent 256-example batches, so each batch could settle on either
 polarity (a globally flipped labeling is just as coherent) and "True" in batch 2 need not mean batch 1's "True".
-Here each new batch sees `carry` (default 8) already-labeled examples of the earlier batches as fixed
-demonstrations at the start of every context: never proposed, never changed, outside P(D) and I(D). We chose
+Here each later batch sees `carry` (default 8) labeled examples of the *first* batch as fixed demonstrations at
+the start of every context: never proposed, never changed, outside P(D) and I(D). All later batches carry the same
+ones, so once the first batch is labeled the others are independent of each other: they can run in any order or
+in parallel (the Ray executor), with the same labels. We chose
 this over seeding the new batch from predictions because the demonstrations condition every prediction and every
 score of the whole search, not only its start; and they are almost free: as the common prefix of every context,
 the KV cache evaluates them once per batch. `choose_carried` takes them balanced (half True, half False) and most
@@ -28,6 +30,7 @@ from __future__ import annotations
 import math
 from typing import Hashable, Sequence
 
+from .backend import Backend
 from .errors import DataError
 from .plan import Item, Node
 from .tasks import Example
@@ -132,19 +135,35 @@ def choose_carried(labels: Sequence[bool | None], scores: dict[int, float], k: i
     return [(i, labels[i]) for i in sorted(chosen)]
 
 
-class BatchView:
-    """A backend as one batch's scorer sees it: local indices 0..m-1, the carried demonstrations first.
+class BatchView(Backend):
+    """One batch's backend: local indices 0..m-1, every context starting with the carried demonstrations.
 
-    Every other attribute (tokens_evaluated, n_ctx, ...) is the wrapped backend's.
+    It implements the Backend contract over the wrapped backend (which was prepared for the whole dataset):
+    lengths, n_ctx and stats are the wrapped backend's; plans are mapped to dataset indices and run there.
     """
 
-    def __init__(self, backend, index: Sequence[int], carried: Sequence[Item] = ()):
+    def __init__(self, backend: Backend, index: Sequence[int], carried: Sequence[Item] = ()):
         self.backend = backend
         self.index = list(index)
         self.carried = tuple((int(i), bool(y)) for i, y in carried)
+        self.n_ctx = backend.n_ctx
 
-    def __getattr__(self, name):
-        return getattr(self.backend, name)
+    def prepare(self, examples, words) -> None:
+        raise TypeError("a BatchView scores what its backend was prepared for; prepare the backend")
+
+    def length(self, item: Item) -> int:
+        i, y = item
+        return self.backend.length((self.index[i], y))
+
+    @property
+    def prefix_length(self) -> int:
+        return self.backend.prefix_length
+
+    def stats(self) -> dict:
+        return self.backend.stats()
+
+    def reset_stats(self) -> None:
+        self.backend.reset_stats()
 
     def _map(self, node: Node) -> Node:
         return Node(tuple((self.index[i], y) for i, y in node.items), [self._map(c) for c in node.children], node.read)

@@ -6,7 +6,7 @@ internal ones; `--debug` shows the traceback instead.
 
 from __future__ import annotations
 
-import hashlib
+import signal
 import sys
 from pathlib import Path
 
@@ -14,8 +14,8 @@ import click
 import orjson
 
 from .errors import IcmError, InternalError, Interrupted, UserError
-from .search import SCHEDULES, SearchConfig
-from .scoring import OBJECTIVES
+from .options import Batching, ModelOptions, cli_fields
+from .search import SearchConfig
 
 
 class _Group(click.Group):
@@ -78,76 +78,55 @@ def main(ctx: click.Context, debug: bool) -> None:
     ctx.obj["debug"] = debug
 
 
-def model_options(f):
-    """Options every command that loads a model takes."""
-    opts = [
-        click.option("--model", "-m", default=None, help="Registry name (see `icm-lite models list`) or path to a .gguf file. Default: gemma-3-270m."),
-        click.option("--n-ctx", default=8192, show_default=True, type=click.IntRange(64), help="Context size in tokens; data that does not fit one context is labeled in batches that do."),
-        click.option("--n-gpu-layers", default=0, show_default=True, type=int, help="Layers to offload to the GPU (-1 = all; needs a CUDA/Metal build)."),
-        click.option("--n-threads", default=None, type=click.IntRange(1), help="CPU threads. Default: all cores."),
-        click.option("--n-batch", default=512, show_default=True, type=click.IntRange(1), help="Tokens per llama.cpp decode call."),
-        click.option("--flash-attn/--no-flash-attn", default=False, show_default=True, help="Flash attention (faster on GPU; moves scores by ~0.1 nats)."),
-    ]
-    for o in reversed(opts):
-        f = o(f)
-    return f
+_TYPES = {"int": int, "float": float, "str": str, "bool": bool}
 
 
-def _sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+def _click_option(fld, inherit: bool = False):
+    """A click option from an options-dataclass field (options.opt): name, help, default and constraints.
+    inherit: default None, the help says "Default: the run's" (eval reuses a run's options)."""
+    m = fld.metadata
+    name = "--" + fld.name.replace("_", "-")
+    base = _TYPES[str(fld.type).split("|")[0].strip()]
+    kw = {"help": m["help"] + (" Default: the run's." if inherit else ""), "default": None if inherit else fld.default,
+          "show_default": not inherit and fld.default is not None}
+    if m["flag"]:
+        return click.option(f"{name}/--no-{name[2:]}", fld.name, **kw)
+    if m["choices"]:
+        kw["type"] = click.Choice(m["choices"])
+    elif base is int:
+        kw["type"] = click.IntRange(m["min"]) if m["min"] is not None else int
+    elif base is float:
+        kw["type"] = click.FloatRange(m["min"]) if m["min"] is not None else float
+    else:
+        kw["type"] = base
+    return click.option(name, fld.name, **kw)
 
 
-def _run_with(ui, job, should_stop):
-    """The job under its live display; the display is closed before any error line is printed."""
-    with ui:
-        return job.run(ui.update, should_stop=should_stop)
-
-
-def _saved_task(config: dict, where: str):
-    from .errors import RunError
-    from .tasks import Task
-
-    try:
-        spec = dict(config["task"])
-        spec["label_words"] = tuple(spec.get("label_words", ("True", "False")))
-        return Task(**spec)
-    except (KeyError, TypeError) as e:
-        raise RunError(f"{where}: task record not understood ({e})") from None
+def section_options(*classes, inherit: bool = False):
+    """Every command-line field of these options dataclasses as a click option, in declaration order."""
+    def deco(f):
+        for cls in reversed(classes):
+            for fld in reversed(cli_fields(cls)):
+                f = _click_option(fld, inherit)(f)
+        return f
+    return deco
 
 
 @main.command()
 @click.argument("data", required=False, type=click.Path(dir_okay=False))
 @click.option("--task", "-t", default="claim", show_default=True, help="claim | math | comparison | path to a task .json file.")
-@model_options
+@click.option("--model", "-m", default=None, help="Registry name (see `icm-lite models list`) or path to a .gguf file. Default: gemma-3-270m.")
+@section_options(ModelOptions, SearchConfig, Batching)
 @click.option("--out", "-o", "out", default=None, type=click.Path(file_okay=False), help="Run directory to write (required unless --resume).")
 @click.option("--resume", "resume", default=None, type=click.Path(file_okay=False),
               help="Continue the run in this run directory exactly where it stopped. DATA and every option come from its "
-                   "config.json; an option given anyway must equal the saved one.")
+                   "config.json; an option given anyway must equal the saved one (--n-threads may change). DATA: the "
+                   "data file's new place if it moved.")
 @click.option("--force", is_flag=True, help="Overwrite an existing run directory.")
-@click.option("--iterations", default=3000, show_default=True, type=click.IntRange(0), help="Search iterations (proposals) per batch.")
-@click.option("--alpha", default=30.0, show_default=True, help="Weight of mutual predictability vs. inconsistencies. Tuned for --objective code; with paper (a sum over examples) scale alpha and T0 down by about N.")
-@click.option("--t0", default=10.0, show_default=True, help="Initial temperature.")
-@click.option("--t-min", default=0.01, show_default=True, help="Final temperature.")
-@click.option("--schedule", type=click.Choice(SCHEDULES), default="log", show_default=True, help="Cooling schedule over accepted proposals.")
-@click.option("--init-k", default=8, show_default=True, type=click.IntRange(0), help="Random seed labels (half True, half False).")
-@click.option("--fix-rounds", default=10, show_default=True, type=click.IntRange(0), help="ConsistencyFix rounds per proposal.")
-@click.option("--objective", type=click.Choice(OBJECTIVES), default="code", show_default=True, help="code: mean log-odds (authors' code); paper: sum of log-probabilities.")
-@click.option("--seed", default=0, show_default=True, type=int, help="Random seed (same seed + data + model = same run).")
-@click.option("--batch-size", default=None, type=click.IntRange(1),
-              help="At most this many examples per batch. Default: as many as fit --n-ctx. Data that does not fit one "
-                   "context is labeled batch after batch; batches are balanced and never split a consistency group.")
-@click.option("--carry", default=8, show_default=True, type=click.IntRange(0),
-              help="Labeled examples of earlier batches placed first in every context of the next batch, as fixed "
-                   "demonstrations (they keep True meaning the same thing across batches).")
 @click.option("--plain", is_flag=True, help="One plain line per event on stderr instead of the live dashboard (automatic when stderr is not a terminal).")
 @click.option("--json", "as_json", is_flag=True, help="Print only the final summary, as JSON, on stdout.")
 @click.pass_context
-def label(ctx, data, task, model, n_ctx, n_gpu_layers, n_threads, n_batch, flash_attn, out, resume, force, iterations,
-          alpha, t0, t_min, schedule, init_k, fix_rounds, objective, seed, batch_size, carry, plain, as_json):
+def label(ctx, data, task, model, out, resume, force, plain, as_json, **options):
     """Label DATA (.json or .jsonl) with ICM and write RUN_DIR/labels.jsonl.
 
     While it runs, stderr shows a live dashboard (or plain lines); the run directory is saved after every
@@ -157,109 +136,51 @@ def label(ctx, data, task, model, n_ctx, n_gpu_layers, n_threads, n_batch, flash
     """
     from click.core import ParameterSource
 
-    from .data import load_dataset
-    from .errors import RunError
-    from .models import resolve_model
-    from .rundir import RunDir
-    from .run import RESUMABLE, LabelJob, ModelOptions, config_record, open_backend, plan_for, resume_conflicts
+    from . import run
+    from .config import SECTIONS, RunConfig
     from .tasks import Task
     from .ui import make_ui
 
+    def say(msg: str) -> None:
+        click.echo(msg, err=True)
+
+    given = {k for k in ctx.params if ctx.get_parameter_source(k) == ParameterSource.COMMANDLINE}
     if resume:
         if out or force:
             raise UserError("--resume continues RUN_DIR in place: leave out --out and --force")
-        run_dir = RunDir.open(resume)
-        saved = run_dir.read_json("config.json")
-        given = {k: v for k, v in ctx.params.items()
-                 if k in RESUMABLE and ctx.get_parameter_source(k) == ParameterSource.COMMANDLINE}
+        asked = {k: v for k, v in options.items() if k in given}
         if "task" in given:
-            given["task"] = Task.resolve(given["task"]).to_dict()
+            asked["task"] = Task.resolve(task)
         if "model" in given:
-            given["model"] = str(resolve_model(given["model"]).path)
-        diffs = resume_conflicts(saved, given)
-        if diffs:
-            raise RunError(f"cannot resume {resume}: {', '.join(diffs)}; leave out what differs to use the saved values")
-        try:
-            data = data or saved["data"]
-            t = _saved_task(saved, str(run_dir.path / "config.json"))
-            opts = ModelOptions(**saved["model_options"])
-            config = SearchConfig(**saved["search"])
-            model, batches, carried = saved["model_path"], saved["batches"], saved["carried"]
-            batch_size, carry = saved["batch_size"], saved["carry"]
-        except (KeyError, TypeError, ValueError) as e:
-            raise RunError(f"{run_dir.path / 'config.json'} is damaged or from another version ({e})") from None
-        if not Path(data).is_file():
-            raise RunError(f"cannot resume {resume}: its data file {data} is missing; pass DATA if it moved")
-        got = _sha256(data)
-        if got != saved["data_sha256"]:
-            raise RunError(f"cannot resume {resume}: {data} is not the file the run labeled (sha256 {got[:12]}…, "
-                           f"saved {saved['data_sha256'][:12]}…); restore it or start a new run")
+            asked["model"] = model
+        job = run.resume(resume, asked, data=data, announce=say)
         out = resume
+        say(f"{out} is already finished" if job.done else
+            f"resuming {out}: {len(job.results)} of {len(job.batches)} batches done, {job.iterations_done()} iterations")
     else:
         if data is None:
             raise click.UsageError("missing argument DATA (or --resume RUN_DIR)")
         if out is None:
             raise click.UsageError("missing option --out RUN_DIR")
-        RunDir.check_new(out, force)  # before the model loads, not after
-        t = Task.resolve(task)
-        opts = ModelOptions(n_ctx, n_gpu_layers, n_threads, n_batch, flash_attn)
-        config = SearchConfig(alpha=alpha, t0=t0, t_min=t_min, schedule=schedule, iterations=iterations, init_k=init_k,
-                              fix_rounds=fix_rounds, objective=objective, seed=seed)
-    dataset = load_dataset(data, t)
-    ref = resolve_model(model)
-    click.echo(f"loading {ref.name} ({ref.path})", err=True)
-    backend = open_backend(ref.path, opts)
-    backend.prepare(dataset.examples, t.label_words)
-    if resume:
-        job = LabelJob(dataset, backend, config, run_dir, batches, carried)
-        job.resume()
-        click.echo(f"{out} is already finished" if job.done else
-                   f"resuming {out}: batch {job.batch + 1}/{len(job.batches)}, {job.iterations_done()} of "
-                   f"{config.iterations * len(job.batches)} iterations done", err=True)
-    else:
-        batches, carried = plan_for(dataset, backend, opts.n_ctx, batch_size, carry)
-        run_dir = RunDir.create(out, force=force)
-        run_dir.write_json("config.json", config_record(dataset, _sha256(data), ref.name, str(ref.path), opts, config,
-                                                        batches, batch_size, carry, carried))
-        job = LabelJob(dataset, backend, config, run_dir, batches, carried)
-        sizes = sorted(len(b) for b in batches)
-        split = ("one batch" if len(batches) == 1 else
-                 f"{len(batches)} batches of {sizes[0]}–{sizes[-1]} (each after the first starts with up to "
-                 f"{carried} carried demonstrations)")
-        click.echo(f"{len(dataset)} examples in {split}, n_ctx {opts.n_ctx}; {config.iterations} iterations per batch",
-                   err=True)
-    iterations = config.iterations * len(job.batches)  # what the stop message counts against: all batches
-    ui = make_ui(plain, f"icm-lite label · {ref.name} · {Path(data).name} → {out}")
-    # Ctrl-C and SIGTERM ask the search to stop after the current step; the job then saves its state and we
-    # exit 130/143. A second Ctrl-C stops at once: every accepted state is already on disk.
-    import signal
-    import threading
-
-    stop: list[int] = []
-
-    def ask_stop(signum, frame):
-        if stop and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        stop.append(signum)
-
-    previous = {}
-    if threading.current_thread() is threading.main_thread():
-        previous = {s: signal.signal(s, ask_stop) for s in (signal.SIGINT, signal.SIGTERM)}
-    summary = None
-    try:
-        summary = _run_with(ui, job, lambda: bool(stop))
-    except KeyboardInterrupt:
-        stop.append(signal.SIGINT)
-    finally:
-        for s, h in previous.items():
-            if h is not None:
-                signal.signal(s, h)
-    if stop:
-        at = f" after iteration {summary['iterations']}/{iterations}" if summary else ""
-        raise Interrupted(f"stopped by {signal.Signals(stop[0]).name}{at}; the last accepted state is saved in {out} "
-                          f"(continue with: icm-lite label --resume {out})", stop[0])
-    summary.update(job.evaluate())
-    run_dir.write_json("summary.json", summary)
+        sections = {name: cls(**{f.name: options[f.name] for f in cli_fields(cls)}) for name, cls in SECTIONS.items()}
+        job = run.start(RunConfig(data=data, task=Task.resolve(task), model=model, **sections), out, force=force,
+                        announce=say)
+        sizes = sorted(len(b) for b in job.batches)
+        split = ("one batch" if len(job.batches) == 1 else
+                 f"{len(job.batches)} batches of {sizes[0]}–{sizes[-1]} (each after the first starts with up to "
+                 f"{job.carry} carried demonstrations)")
+        say(f"{len(job.dataset)} examples in {split}, n_ctx {job.config.model_options.n_ctx}; "
+            f"up to {job.config.search.iterations} iterations per batch")
+    cfg = job.config
+    ui = make_ui(plain, f"icm-lite label · {cfg.model_name} · {Path(cfg.data).name} → {out}")
+    with run.StopSignals() as signals:
+        with ui:
+            summary = job.run(ui.update, should_stop=signals.should_stop)
+    if signals.signum is not None and not summary["finished"]:
+        total = cfg.search.iterations * len(job.batches)
+        raise Interrupted(f"stopped by {signal.Signals(signals.signum).name} after iteration {summary['iterations']}/"
+                          f"{total}; the last accepted state is saved in {out} (continue with: icm-lite label "
+                          f"--resume {out})", signals.signum)
     if as_json:
         click.echo(orjson.dumps(summary).decode())
         return
@@ -267,15 +188,21 @@ def label(ctx, data, task, model, n_ctx, n_gpu_layers, n_threads, n_batch, flash
 
 
 def _print_summary(s: dict, out: str) -> None:
+    stop = {"patience": "stopped by --patience", "iterations": "ran every iteration"}
+    predicted = f"; {s['predicted']} more predicted from those labels" if s.get("predicted") else ""
     lines = [
-        f"labeled {s['labeled']}/{s['examples']} examples: {s['true']} True, {s['false']} False",
+        f"labeled {s['labeled']}/{s['examples']} examples by the search: {s['true']} True, {s['false']} False{predicted}",
         f"U = {s['U']:.3f}  (P = {s['P']:.3f}, inconsistencies = {s['inconsistencies']})",
-        f"{s['iterations']} iterations, {s['accepted']} accepted, {s['tokens_evaluated']} tokens in {s['seconds']} s",
+        f"{s['iterations']} iterations ({', '.join(stop.get(x, x) for x in s['stop']) or 'not finished'}), "
+        f"{s['accepted']} accepted, {s['tokens_evaluated']} tokens in {s['seconds']} s",
     ]
     if s.get("batches", 1) > 1:
         lines.insert(1, f"{s['batches']} batches; U and P are means over the batches, inconsistencies their sum")
     if "agreement" in s:
-        lines.append(f"agreement with gold (evaluation only): {s['agreement']:.1%} of {s['agreement_n']} labeled")
+        also = (f"; {s['agreement_with_predicted']:.1%} of {s['agreement_with_predicted_n']} with the predicted ones"
+                if "agreement_with_predicted" in s else "")
+        lines.append(f"agreement with gold (evaluation only): {s['agreement']:.1%} of {s['agreement_n']} searched "
+                     f"labels{also}")
         lines.append(f"zero-shot baseline (no demonstrations): {s['zero_shot_accuracy']:.1%} of {s['zero_shot_n']}")
     lines.append(f"labels: {Path(out) / 'labels.jsonl'}")
     click.echo("\n".join(lines))
@@ -358,15 +285,13 @@ def export(run_dir, fmt, openai_dpo, out, valid_fraction, test_fraction, seed, i
 @click.option("--test", "test_path", default=None, type=click.Path(dir_okay=False),
               help="Held-out labeled file (same task). Without it: leave-one-out over the run's own examples.")
 @click.option("--model", "-m", default=None, help="Registry name or .gguf path. Default: the run's model.")
-@click.option("--n-ctx", default=None, type=click.IntRange(64), help="Context size. Default: the run's.")
-@click.option("--n-threads", default=None, type=click.IntRange(1), help="CPU threads. Default: the run's (all cores).")
-@click.option("--n-gpu-layers", default=None, type=int, help="Layers to offload to the GPU. Default: the run's.")
+@section_options(ModelOptions, inherit=True)
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the random-labels baseline (and of --demos).")
 @click.option("--demos", default=None, type=click.IntRange(1), help="Show at most this many labeled examples (whole groups, seeded) when all do not fit n_ctx. Default: all.")
 @click.option("--data", default=None, type=click.Path(dir_okay=False), help="The run's data file, if it moved (its sha256 must match).")
 @click.option("--plot", default=None, type=click.Path(dir_okay=False), help="Also draw agreement with gold and U over iterations to this .png (needs the `plot` extra).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
-def eval_(run_dir, test_path, model, n_ctx, n_threads, n_gpu_layers, seed, demos, data, plot, as_json):
+def eval_(run_dir, test_path, model, seed, demos, data, plot, as_json, **model_options):
     """Accuracy of RUN_DIR's labels vs gold, and many-shot test accuracy with ICM, gold, random labels and zero-shot.
 
     Gold labels (the data's label field) are used for evaluation only.
@@ -383,7 +308,7 @@ def eval_(run_dir, test_path, model, n_ctx, n_threads, n_gpu_layers, seed, demos
         from .evaluate import plot_run
 
         plot_run(run, plot)
-    ref, backend = open_eval_backend(run, test, model, n_ctx=n_ctx, n_threads=n_threads, n_gpu_layers=n_gpu_layers)
+    ref, backend = open_eval_backend(run, test, model, **model_options)
     result = {"model": ref.name, **evaluate(run, backend, test, seed, demos)}
     if plot:
         result["plot"] = plot

@@ -198,7 +198,8 @@ def notes(result: dict) -> list[str]:
 def open_eval_backend(run: LabeledRun, test: Dataset | None, model: str | None = None, **overrides):
     """Load the run's model (or `model`) with the run's options, overridden by non-None `overrides`."""
     from .models import registry, resolve_model
-    from .run import ModelOptions, open_backend
+    from .options import ModelOptions
+    from .run import open_backend
 
     cfg = run.config
     if model is None:

@@ -1,15 +1,21 @@
-"""The llama.cpp backend: the only module that imports llama_cpp.
+"""The llama.cpp backend: the only module that imports llama_cpp. It implements backend.Backend.
 
 It loads a GGUF model (raw prompts, no chat template), tokenizes the examples once, and runs scoring
-plans (plan.py) over one KV-cache sequence: entering a plan node decodes only the tokens that the cache
-does not already hold at that position; leaving it rewinds. After a query it reads the full next-token
+plans (plan.py, through plan.walk) over one KV-cache sequence: entering a plan node decodes only the tokens
+that the cache does not already hold at that position; leaving it rewinds. After a query it reads the full next-token
 logits (no top-k, no sampling) and returns the log-odds
     s = logsumexp(logits[True-word ids]) - logsumexp(logits[False-word ids]),
 where the ids are every single-token variant of the label word (" True", "True", " true", ...) that the
 tokenizer produces right after the template's last character. A context longer than n_ctx is an error,
 never truncated.
 
-Example: b = LlamaBackend(path); b.prepare(examples, ("True", "False")); Scorer(b, examples).loo(labels)
+Threads: llama.cpp's worker threads spin-wait at every barrier of a decode, so one thread more than the free
+cores stalls every decode whenever the OS runs something else (measured: benchmarks/README.md). The default
+(`default_threads`) is the physical cores minus the cores other processes keep busy when the model loads, and
+the backend re-checks that between plans: the thread count changes how fast llama.cpp runs, not what it
+computes (checked in tests/test_model_exact.py).
+
+Example: b = LlamaBackend(path, ModelOptions()); b.prepare(examples, ("True", "False")); Scorer(b, examples).loo(labels)
 """
 
 from __future__ import annotations
@@ -22,8 +28,10 @@ from typing import Hashable, Sequence
 
 import numpy as np
 
+from .backend import STATS, Backend
 from .errors import ModelError, UserError
-from .plan import Item, Node
+from .options import ModelOptions
+from .plan import Item, Node, walk
 from .tasks import Example
 
 
@@ -53,32 +61,89 @@ def _variants(word: str) -> list[str]:
     return out
 
 
-class LlamaBackend:
-    def __init__(self, model_path: str, *, n_ctx: int = 8192, n_gpu_layers: int = 0, n_threads: int | None = None,
-                 n_batch: int = 512, flash_attn: bool = False, n_seq: int = 1,
-                 kv_f32: bool = False, repack: bool = False):
+def physical_cores() -> int:
+    """Physical cores this process may use (Linux: distinct (package, core) pairs; else the logical count)."""
+    logical = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        cores, cur = set(), {}
+        for line in open("/proc/cpuinfo", encoding="utf-8", errors="replace"):
+            key, _, val = line.partition(":")
+            key = key.strip()
+            if key in ("physical id", "core id"):
+                cur[key] = val.strip()
+            elif not line.strip() and cur:
+                cores.add((cur.get("physical id"), cur.get("core id")))
+                cur = {}
+        if cur:
+            cores.add((cur.get("physical id"), cur.get("core id")))
+        if len(cores) >= 1 and None not in {c for pair in cores for c in pair}:
+            return max(1, min(logical, len(cores)))
+    except OSError:
+        pass
+    return max(1, logical)
+
+
+def _cpu_times() -> tuple[float, float] | None:
+    """(busy, total) jiffies of the whole machine, or None where /proc/stat does not exist."""
+    try:
+        with open("/proc/stat") as f:
+            vals = [float(v) for v in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = vals[3] + (vals[4] if len(vals) > 4 else 0.0)
+    return sum(vals) - idle, sum(vals)
+
+
+def _own_time() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
+def busy_cores(seconds: float = 0.2) -> float:
+    """How many cores other processes kept busy over the last `seconds` (0.0 where it cannot be measured)."""
+    a, own_a = _cpu_times(), _own_time()
+    if a is None:
+        return 0.0
+    time.sleep(seconds)
+    b, own_b = _cpu_times(), _own_time()
+    if b is None or b[1] <= a[1]:
+        return 0.0
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    others = (b[0] - a[0]) - (own_b - own_a) * tick  # busy jiffies of every process but this one
+    return max(0.0, others / (b[1] - a[1]) * (os.cpu_count() or 1))
+
+
+def default_threads(sample: float = 0.2) -> int:
+    """Physical cores minus the cores other processes keep busy (rounded), at least 1.
+
+    Example: on an idle 2-core machine 2; beside one busy process 1.
+    """
+    return max(1, physical_cores() - int(busy_cores(sample) + 0.5))
+
+
+class LlamaBackend(Backend):
+    RECHECK_SECONDS = 5.0  # decode time between checks of how many cores are free (automatic threads only)
+
+    def __init__(self, model_path: str, opts: ModelOptions | None = None):
         import llama_cpp
 
+        opts = opts or ModelOptions()
         self._lc = llama_cpp
-        self.n_ctx = n_ctx
-        self.n_batch = n_batch
-        # n_seq > 1 decodes small subtrees as parallel sequences in one batch (fewer, larger decodes), but
-        # attention on the CPU depends on which KV cells hold a sequence, and parallel branches sit in other
-        # cells than a from-scratch decode uses (0.2-0.4 nats, measured), so the exact depth-first path over
-        # one sequence, which puts every token back in its own cell, is the default.
-        self.n_seq = max(1, min(n_seq, 256))
-        threads = n_threads or os.cpu_count() or 1
+        self.n_ctx = opts.n_ctx
+        self.n_batch = opts.n_batch
+        self.auto_threads = opts.n_threads is None
+        self.n_threads = opts.n_threads or default_threads()
         if not _backend_ready:
             with _quiet():
                 llama_cpp.llama_backend_init()
             _backend_ready.append(True)
         mp = llama_cpp.llama_model_default_params()
-        mp.n_gpu_layers = n_gpu_layers
-        # llama.cpp's CPU "repacked" weight layouts (extra buffer types, e.g. Q4_K 8x8 on AVX2) compute a
-        # token's activations by a path that depends on how its decode was split, so the same tokens scored
-        # through the prefix tree moved by up to ~0.3 nats on Gemma-3 Q4_K_M. Without them the tree equals a
-        # from-scratch decode, at the same prompt speed here (564 vs 541 tokens/s, 2 cores).
-        mp.use_extra_bufts = repack
+        mp.n_gpu_layers = opts.n_gpu_layers
+        # llama.cpp's CPU "repacked" weight layouts (extra buffer types, e.g. Q4_K 8x8 on AVX2, and the AMX
+        # kernels that crash on some CPUs) compute a token's activations by a path that depends on how its decode
+        # was split, so the same tokens scored through the prefix tree moved by up to ~0.3 nats on Gemma-3
+        # Q4_K_M. Without them the tree equals a from-scratch decode, at the same prompt speed here.
+        mp.use_extra_bufts = False
         with _quiet():  # llama.cpp prints loader notes straight to stderr
             model = llama_cpp.llama_model_load_from_file(str(model_path).encode("utf-8"), mp)
         if not model:
@@ -87,32 +152,29 @@ class LlamaBackend:
         self.model = model
         self.vocab = llama_cpp.llama_model_get_vocab(model)
         p = llama_cpp.llama_context_default_params()
-        p.n_ctx = n_ctx + n_batch  # headroom: a batch of branches sits beside the current path
-        p.n_batch = p.n_ubatch = n_batch
-        p.n_seq_max = self.n_seq
-        p.kv_unified = True  # branches share their prefix's KV cells
-        p.n_threads = p.n_threads_batch = threads
-        p.flash_attn_type = (llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED if flash_attn
+        p.n_ctx = opts.n_ctx
+        p.n_batch = p.n_ubatch = opts.n_batch
+        p.n_seq_max = 1
+        p.n_threads = p.n_threads_batch = self.n_threads
+        p.flash_attn_type = (llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED if opts.flash_attn
                              else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED)
         p.no_perf = True
-        if kv_f32:  # f32 KV cache (twice the memory), for experiments
-            p.type_k = p.type_v = 0  # GGML_TYPE_F32
         with _quiet():
             self.ctx = llama_cpp.llama_init_from_model(self.model, p)
         if not self.ctx:
-            raise ModelError(f"llama.cpp could not create a context of {n_ctx} tokens (out of memory?): "
+            raise ModelError(f"llama.cpp could not create a context of {opts.n_ctx} tokens (out of memory?): "
                              "lower --n-ctx or --n-batch, or offload fewer layers with --n-gpu-layers")
         self.mem = llama_cpp.llama_get_memory(self.ctx)
-        self.batch = llama_cpp.llama_batch_init(n_batch, 0, self.n_seq)
+        self.batch = llama_cpp.llama_batch_init(opts.n_batch, 0, 1)
         self.n_vocab = llama_cpp.llama_vocab_n_tokens(self.vocab)
         self.prefix: list[int] = self._tokenize(b"", True)[:1]  # BOS once at the start of every context (if used)
-        self.tokens_evaluated = 0
-        self.tokens_reused = 0  # tokens a push found already in the cache
-        self.naive_tokens = 0  # tokens the same reads would cost with every context built from scratch
-        self.decode_seconds = 0.0
-        self.decode_calls = 0
-        self._kv: list[int] = []  # tokens in sequence 0's cells, by position
+        self._counts = dict.fromkeys(STATS, 0)
+        self._counts["decode_seconds"] = 0.0
+        self._decoding = 0.0  # decode seconds since the model loaded (reset_stats does not touch it)
+        self._checked_at = 0.0
+        self._kv: list[int] = []  # tokens in the sequence's cells, by position
         self._pos = 0  # current context length (<= len(self._kv))
+        self._last: float | None = None  # log-odds of the last push that read
         self.clear()
         self.queries: list[list[int]] = []
         self.demos: list[tuple[list[int], list[int]]] = []
@@ -201,24 +263,25 @@ class LlamaBackend:
                             "raise --n-ctx or label fewer examples per batch")
 
     # --- decoding ----------------------------------------------------------------------------------
-    def _decode(self, rows: list[tuple[int, int, Sequence[int], bool]]) -> None:
-        """One llama_decode of rows (token, position, sequence ids, want logits)."""
+    def _decode(self, tokens: Sequence[int], start: int, want_last: bool) -> None:
+        """One llama_decode of `tokens` at positions start.. (logits for the last one if asked)."""
         b = self.batch
-        for k, (tok, pos, seqs, want) in enumerate(rows):
+        for k, tok in enumerate(tokens):
             b.token[k] = tok
-            b.pos[k] = pos
-            b.n_seq_id[k] = len(seqs)
-            for j, s in enumerate(seqs):
-                b.seq_id[k][j] = s
-            b.logits[k] = want
-        b.n_tokens = len(rows)
+            b.pos[k] = start + k
+            b.n_seq_id[k] = 1
+            b.seq_id[k][0] = 0
+            b.logits[k] = want_last and k == len(tokens) - 1
+        b.n_tokens = len(tokens)
         t0 = time.perf_counter()
         rc = self._lc.llama_decode(self.ctx, b)
-        self.decode_seconds += time.perf_counter() - t0
-        self.decode_calls += 1
+        took = time.perf_counter() - t0
+        self._counts["decode_seconds"] += took
+        self._decoding += took
+        self._counts["decode_calls"] += 1
         if rc != 0:
             raise ModelError(f"llama_decode failed (code {rc}): the KV cache is full or memory ran out; lower --n-ctx or --n-batch")
-        self.tokens_evaluated += len(rows)
+        self._counts["tokens_evaluated"] += len(tokens)
 
     def _logodds(self, row: int) -> float:
         lp = self._lc.llama_get_logits_ith(self.ctx, row)
@@ -227,7 +290,7 @@ class LlamaBackend:
         return float(_lse(t) - _lse(f))
 
     def _push(self, toks: list[int], read: bool) -> float | None:
-        """Extend sequence 0 from the current position, reusing cells that already hold these tokens."""
+        """Extend the sequence from the current position, reusing cells that already hold these tokens."""
         pos = self._pos
         self._check_fits(pos + len(toks))
         limit = len(toks) - 1 if read else len(toks)  # a read needs its last token decoded (fresh logits)
@@ -238,7 +301,7 @@ class LlamaBackend:
         start = pos + k
         if 0 < end - start < MIN_DECODE:  # a tiny decode takes another kernel path: re-decode a few cached tokens
             start = max(len(self.prefix), end - MIN_DECODE)
-        self.tokens_reused += max(0, start - pos)
+        self._counts["tokens_reused"] += max(0, start - pos)
         rest = (kv[start:pos] + toks) if start < pos else toks[start - pos:]
         if rest:
             if start < len(kv):
@@ -247,115 +310,63 @@ class LlamaBackend:
             size = -(-len(rest) // -(-len(rest) // self.n_batch))  # equal chunks: no tiny remainder
             for c in range(0, len(rest), size):
                 chunk = rest[c:c + size]
-                last = c + len(chunk) == len(rest)
-                self._decode([(t, start + c + j, (0,), read and last and j == len(chunk) - 1)
-                              for j, t in enumerate(chunk)])
+                self._decode(chunk, start + c, read and c + len(chunk) == len(rest))
             kv.extend(rest)
-        self._pos = pos + len(toks)
+        self._pos = end
         if read:
-            self.naive_tokens += self._pos
+            self._counts["naive_tokens"] += self._pos
             return self._logodds(len(chunk) - 1)
         return None
 
+    # --- the Backend contract ------------------------------------------------------------------------
+    @property
+    def prefix_length(self) -> int:
+        return len(self.prefix)
+
+    def stats(self) -> dict:
+        return dict(self._counts)
+
     def reset_stats(self) -> None:
-        self.tokens_evaluated = self.tokens_reused = self.naive_tokens = self.decode_calls = 0
-        self.decode_seconds = 0.0
+        self._counts = dict.fromkeys(STATS, 0)
+        self._counts["decode_seconds"] = 0.0
 
     def clear(self) -> None:
         """Forget the cache (the next push decodes from the start)."""
         self._lc.llama_memory_clear(self.mem, True)
         self._kv, self._pos = [], 0
         if self.prefix:
-            self._decode([(t, j, (0,), False) for j, t in enumerate(self.prefix)])
-            self.tokens_evaluated -= len(self.prefix)
+            self._decode(self.prefix, 0, False)
+            self._counts["tokens_evaluated"] -= len(self.prefix)
         self._kv = list(self.prefix)
         self._pos = len(self.prefix)
 
-    # --- plans -------------------------------------------------------------------------------------
+    def mark(self) -> int:
+        return self._pos
+
+    def push(self, items: Sequence[Item], read: bool) -> None:
+        self._last = self._push(self._tokens(items), read)
+
+    def rewind(self, mark: int) -> None:
+        self._pos = mark
+
+    def read(self) -> float:
+        if self._last is None:
+            raise ValueError("read() needs a push that ended in a query")
+        return self._last
+
     def run(self, root: Node) -> dict[Hashable, float]:
-        """Scores of a plan: depth-first on sequence 0; small subtrees go as parallel branches in one decode."""
-        out: dict[Hashable, float] = {}
-        sizes: dict[int, tuple[int, int]] = {}
+        self._adapt_threads()
+        return walk(root, self)
 
-        def size(node: Node) -> tuple[int, int]:  # (tokens in the subtree, leaves)
-            got = sizes.get(id(node))
-            if got is None:
-                toks = sum(self.length(it) for it in node.items)
-                leaves = 0 if node.children else 1
-                for c in node.children:
-                    t, lv = size(c)
-                    toks, leaves = toks + t, leaves + lv
-                got = sizes[id(node)] = (toks, leaves)
-            return got
-
-        def visit(node: Node) -> None:
-            mark = self._pos
-            s = self._push(self._tokens(node.items), bool(node.read))
-            for k in node.read:
-                out[k] = s
-            pack: list[Node] = []
-            budget, seqs = 0, 0
-            for child in node.children:
-                t, lv = size(child)
-                if t <= self.n_batch and lv < self.n_seq:
-                    if budget + t > self.n_batch or seqs + lv >= self.n_seq:
-                        self._branches(pack, out)
-                        pack, budget, seqs = [], 0, 0
-                    pack.append(child)
-                    budget, seqs = budget + t, seqs + lv
-                else:
-                    visit(child)
-            self._branches(pack, out)
-            self._pos = mark
-
-        visit(root)
-        return out
-
-    def _branches(self, nodes: list[Node], out: dict) -> None:
-        """Decode whole subtrees after the current position in one batch, one sequence per leaf."""
-        if not nodes:
+    def _adapt_threads(self) -> None:
+        """With automatic threads, follow the free cores: at most every RECHECK_SECONDS of decoding."""
+        if not self.auto_threads or self._decoding - self._checked_at < self.RECHECK_SECONDS:
             return
-        pos0 = self._pos
-        rows: list[tuple[int, int, list[int], bool]] = []
-        reads: list[tuple[int, tuple, int]] = []  # (row, keys, context length)
-        next_seq = [1]
-
-        def lay(node: Node, pos: int) -> list[int]:
-            toks = self._tokens(node.items)
-            self._check_fits(pos + len(toks))
-            first = len(rows)
-            for j, t in enumerate(toks):
-                rows.append((t, pos + j, [], False))
-            end = pos + len(toks)
-            if node.children:
-                seqs = [s for c in node.children for s in lay(c, end)]
-            else:
-                seqs = [next_seq[0]]
-                next_seq[0] += 1
-            for r in range(first, first + len(toks)):
-                rows[r][2].extend(seqs)
-            if node.read:
-                if not toks:
-                    raise ValueError("a read needs tokens in its node")
-                rows[first + len(toks) - 1] = rows[first + len(toks) - 1][:3] + (True,)
-                reads.append((first + len(toks) - 1, node.read, end))
-            return seqs
-
-        for n in nodes:
-            lay(n, pos0)
-        used = range(1, next_seq[0])
-        for sq in used:
-            self._lc.llama_memory_seq_cp(self.mem, 0, sq, 0, pos0)
-        try:
-            self._decode(rows)
-            for row, keys, end in reads:
-                s = self._logodds(row)
-                self.naive_tokens += end
-                for k in keys:
-                    out[k] = s
-        finally:
-            for sq in used:
-                self._lc.llama_memory_seq_rm(self.mem, sq, -1, -1)
+        self._checked_at = self._decoding
+        n = default_threads(0.05)
+        if n != self.n_threads:
+            self.n_threads = n
+            self._lc.llama_set_n_threads(self.ctx, n, n)
 
 
 def _lse(x: np.ndarray) -> float:

@@ -1,58 +1,70 @@
-"""A labeling job: dataset + model + search config -> a run directory. The glue between the pure parts.
+"""A labeling job: a RunConfig and a backend -> a run directory. The glue between the pure parts.
 
-`LabelJob` labels the batches of `batches.plan_batches` one after the other (one search per batch, each new
-batch with carried demonstrations of the earlier ones), saves the state after every event (fsynced at seed,
-accept and done; labels.jsonl whenever labels change), appends every event to the log, and writes the summary.
-`LabelJob.resume` restores a run directory's state so that the run continues exactly where it stopped: the
-search is deterministic given its snapshot (labels, scores, iteration, n_accepted, RNG state), so iterations
-lost to a kill are redone identically.
+`start(config, out)` checks the run directory, loads the data and the model, cuts the batches and writes
+config.json; `resume(run_dir)` reopens one exactly where it stopped. Both return a `Job`; `Job.run()` labels the
+batches and returns the summary (written once, to summary.json). A backend can be injected (tests, benchmarks,
+Ray workers); otherwise the llama.cpp backend is opened from the config's model options.
+
+Batches: the first batch is labeled first; its most confident labels become the carried demonstrations of every
+later batch (batches.py), so batches 2..B depend on batch 1 only and may run in any order or in parallel
+(`executor`: local by default, a Ray cluster with distributed.py) with the same labels. A batch's search runs as a
+stream of events (search.Search.events); after each one the job saves state.json (fsynced at seed, accept and
+done; labels.jsonl whenever labels change) and appends it to events.jsonl. The search is deterministic given its
+snapshot, so iterations lost to a kill are redone identically. When a batch's search ends, the examples it left
+unlabeled get the model's prediction with the batch's labels as demonstrations (`source: "prediction"` in
+labels.jsonl; searched labels are `"search"`).
 
 After every event the caller gets a `Progress` (the event plus run-level numbers) to render. Gold labels enter
-only here, as `Progress.gold` and in `evaluate()`, for display and reports: the search and the scorer are built
+only here, as `Progress.gold` and in `evaluate()`, for display and reports: the searches and scorers are built
 from `dataset.examples` alone.
 
-Example: LabelJob(dataset, backend, SearchConfig(), RunDir.create("runs/x")).run()
+Example: job = start(RunConfig(data="d.jsonl", task=Task.builtin("claim")), "runs/x"); job.run()
 """
 
 from __future__ import annotations
 
+import hashlib
+import signal
+import threading
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Callable, Sequence
 
+from .backend import STATS, Backend
 from .batches import BatchView, choose_carried, plan_batches
-from .data import Dataset
+from .config import RunConfig
+from .data import Dataset, load_dataset
 from .errors import RunError
+from .options import ModelOptions
 from .rundir import RunDir
 from .scoring import Scorer
 from .search import Event, Search, SearchConfig
 
-STATE_VERSION = 1
-_STATS = ("tokens_evaluated", "tokens_reused", "naive_tokens", "decode_seconds")
+STATE_VERSION = 3
 
 
-@dataclass(frozen=True)
-class ModelOptions:
-    n_ctx: int = 8192
-    n_gpu_layers: int = 0
-    n_threads: int | None = None
-    n_batch: int = 512
-    flash_attn: bool = False
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
-def open_backend(model_path, opts: ModelOptions):
-    from .backend import LlamaBackend  # heavy import only when a model is really needed
+def open_backend(model_path, opts: ModelOptions) -> Backend:
+    from .llama import LlamaBackend  # heavy import only when a model is really needed
 
-    return LlamaBackend(str(model_path), n_ctx=opts.n_ctx, n_gpu_layers=opts.n_gpu_layers, n_threads=opts.n_threads,
-                        n_batch=opts.n_batch, flash_attn=opts.flash_attn)
+    return LlamaBackend(str(model_path), opts)
 
 
-def plan_for(dataset: Dataset, backend, n_ctx: int, batch_size: int | None = None, carry: int = 8) -> tuple[list[list[int]], int]:
+def plan_for(dataset: Dataset, backend: Backend, n_ctx: int, batch_size: int | None = None,
+             carry: int = 8) -> tuple[list[list[int]], int]:
     """Batches that fit n_ctx with this backend's tokens (see batches.plan_batches) and the carried count."""
     n = len(dataset.examples)
     demo = [max(backend.length((i, True)), backend.length((i, False))) for i in range(n)]
     query = [backend.length((i, None)) for i in range(n)]
-    return plan_batches(dataset.examples, demo, query, n_ctx, len(getattr(backend, "prefix", ())), batch_size, carry)
+    return plan_batches(dataset.examples, demo, query, n_ctx, backend.prefix_length, batch_size, carry)
 
 
 def agreement(labels: Sequence[bool | None], gold: Sequence[bool | None] | None) -> tuple[float, int] | None:
@@ -65,15 +77,37 @@ def agreement(labels: Sequence[bool | None], gold: Sequence[bool | None] | None)
     return sum(y == g for y, g in pairs) / len(pairs), len(pairs)
 
 
-def zero_shot(scorer: Scorer, n: int) -> list[bool]:
-    """Each example's prediction with no demonstrations at all."""
-    empty = [None] * n
-    return [scorer.predict(i, empty) > 0 for i in range(n)]
-
-
 def batch_seed(seed: int, batch: int) -> int:
     """Batch 0 uses the run's seed (a one-batch run is the plain search); later batches their own stream."""
     return seed + batch * 1_000_003
+
+
+def batch_search(dataset: Dataset, backend: Backend, config: SearchConfig, index: Sequence[int], batch: int,
+                 carried: Sequence = ()) -> Search:
+    """The search of one batch (the same on the driver and on a worker): local indices, carried demos first."""
+    examples = [dataset.examples[i] for i in index]
+    view = backend
+    if carried or list(index) != list(range(len(dataset.examples))):
+        view = BatchView(backend, index, carried)
+    return Search(examples, Scorer(view, examples, config.order), dataset.task.relation,
+                  replace(config, seed=batch_seed(config.seed, batch)), ranked_seeds=bool(carried))
+
+
+def fill(search: Search) -> dict[int, tuple[bool, float]]:
+    """Predictions for the examples a finished search left unlabeled, with all its labels as demonstrations."""
+    st = search.state
+    rest = [i for i, y in enumerate(st.labels) if y is None]
+    if not rest or all(y is None for y in st.labels):
+        return {}
+    scores = search.scorer.predict_many(rest, st.labels)
+    return {i: (scores[i] > 0, scores[i]) for i in rest}
+
+
+def batch_row(search: Search, batch: int, size: int, carried: int) -> dict:
+    st = search.state
+    return {"batch": batch, "examples": size, "carried": carried, "U": st.U, "P": st.P, "inconsistencies": st.I,
+            "iterations": st.iteration, "accepted": st.n_accepted, "labeled": sum(y is not None for y in st.labels),
+            "stop": st.stopped or "iterations"}
 
 
 @dataclass
@@ -97,82 +131,68 @@ class Progress:
     gold: tuple[float, int] | None = None  # agreement with gold labels: evaluation only, never seen by the search
 
 
-class LabelJob:
-    def __init__(self, dataset: Dataset, backend, config: SearchConfig, run_dir: RunDir,
-                 batches: Sequence[Sequence[int]] | None = None, carry: int = 8):
+class Job:
+    def __init__(self, config: RunConfig, dataset: Dataset, backend: Backend, run_dir: RunDir):
         n = len(dataset.examples)
+        self.config = config
         self.dataset = dataset
         self.backend = backend
-        self.config = config
         self.run_dir = run_dir
-        self.batches = [list(b) for b in batches] if batches is not None else [list(range(n))]
+        self.batches = [list(b) for b in (config.batches or [range(n)])]
         if sorted(i for b in self.batches for i in b) != list(range(n)):
             raise RunError("the batches do not cover every example exactly once")
-        self.carry = carry
-        self.scorer = Scorer(backend, dataset.examples)  # whole dataset, no demos: evaluate()'s zero-shot baseline
+        self.carry = config.carried if config.carried is not None else config.batching.carry
         self.ids = [ex.id for ex in dataset.examples]
-        self.labels: list[bool | None] = [None] * n
+        self.labels: list[bool | None] = [None] * n  # searched labels, dataset-wide
         self.scores: dict[int, float] = {}
-        self.results: list[dict] = []  # one per finished batch
-        self.done = False
-        self._stats_base = {k: 0 for k in _STATS}
+        self.predicted: dict[int, tuple[bool, float]] = {}  # filled after a batch's search
+        self.results: dict[int, dict] = {}  # batch -> its row, for finished batches
+        self.carried: list[tuple[int, bool]] | None = None  # from the first batch, once it is finished
+        self.current: tuple[int, Search] | None = None  # the batch being searched here
+        self._stats_base = dict.fromkeys(STATS, 0)
         self._seconds_base = 0.0
-        self._start(0, [])
+        self._t0: float | None = None
 
-    # --- batches -------------------------------------------------------------------------------------
-    def _start(self, b: int, carried: list) -> None:
-        self.batch, self.carried = b, [(int(i), bool(y)) for i, y in carried]
-        idx = self.batches[b]
-        view = self.backend
-        if self.carried or idx != list(range(len(self.dataset.examples))):
-            view = BatchView(self.backend, idx, self.carried)
-        examples = [self.dataset.examples[i] for i in idx]
-        self.search = Search(examples, Scorer(view, examples), self.dataset.task.relation,
-                             replace(self.config, seed=batch_seed(self.config.seed, b)), ranked_seeds=bool(self.carried))
+    @property
+    def done(self) -> bool:
+        return len(self.results) == len(self.batches)
 
-    def _merge(self) -> None:
-        """Copy the current batch's labels and scores into the dataset-wide ones."""
-        idx, st = self.batches[self.batch], self.search.state
-        for k, y in enumerate(st.labels):
-            self.labels[idx[k]] = y
-            self.scores.pop(idx[k], None)
-        for k, s in st.scores.items():
-            self.scores[idx[k]] = s
+    def pending(self) -> list[int]:
+        return [b for b in range(len(self.batches)) if b not in self.results]
 
-    def _batch_row(self) -> dict:
-        """The current batch's numbers, as `results` and the summary's per_batch list hold them."""
-        st = self.search.state
-        return {"batch": self.batch, "examples": len(self.batches[self.batch]), "carried": len(self.carried),
-                "U": st.U, "P": st.P, "inconsistencies": st.I, "iterations": st.iteration, "accepted": st.n_accepted}
-
-    def _finish_batch(self) -> None:
-        self.results.append(self._batch_row())
-        if self.batch + 1 < len(self.batches):
-            self._start(self.batch + 1, choose_carried(self.labels, self.scores, self.carry))
-        else:
-            self.done = True
+    def carried_for(self, b: int) -> list[tuple[int, bool]]:
+        return [] if b == 0 else list(self.carried or [])
 
     def iterations_done(self) -> int:
-        return sum(r["iterations"] for r in self.results) + (0 if self.done else self.search.state.iteration)
+        cur = self.current[1].state.iteration if self.current and self.current[0] not in self.results else 0
+        return sum(r["iterations"] for r in self.results.values()) + cur
 
     def stats(self) -> dict:
-        return {k: self._stats_base[k] + getattr(self.backend, k, 0) for k in _STATS}
+        now = self.backend.stats()
+        return {k: self._stats_base[k] + now.get(k, 0) for k in STATS}
 
-    # --- saving and resuming ----------------------------------------------------------------------------
+    def seconds(self) -> float:
+        return self._seconds_base + (time.perf_counter() - self._t0 if self._t0 is not None else 0.0)
+
+    # --- saving and resuming ------------------------------------------------------------------------
     def _state(self) -> dict:
+        cur = None
+        if self.current is not None and self.current[0] not in self.results:
+            cur = {"batch": self.current[0], "search": self.current[1].snapshot()}
         return {"version": STATE_VERSION, "labels": self.labels, "scores": {str(k): v for k, v in self.scores.items()},
-                "iteration": self.iterations_done(), "batch": self.batch, "done": self.done,
-                "carried": [list(c) for c in self.carried], "results": self.results, "search": self.search.snapshot(),
-                "events_bytes": self.run_dir.events_size(), "stats": self.stats(),
-                "seconds": self._seconds_base + (time.perf_counter() - self._t0 if hasattr(self, "_t0") else 0.0)}
+                "predicted": {str(k): list(v) for k, v in self.predicted.items()},
+                "results": {str(b): r for b, r in self.results.items()},
+                "carried": None if self.carried is None else [list(c) for c in self.carried], "current": cur,
+                "iteration": self.iterations_done(), "done": self.done, "events_bytes": self.run_dir.events_size(),
+                "stats": self.stats(), "seconds": self.seconds()}
 
-    def _save(self, sync: bool, labels: bool) -> None:
+    def save(self, sync: bool = True, labels: bool = True) -> None:
         self.run_dir.save_state(self._state(), sync=sync)
         if labels:
-            self.run_dir.write_labels(self.ids, self.labels, self.scores)
+            self.run_dir.write_labels(self.ids, self.labels, self.scores, self.predicted)
 
-    def resume(self) -> None:
-        """Continue from the run directory's state.json (the job must be built like the saved run)."""
+    def restore(self) -> None:
+        """Continue from the run directory's state.json (the job must be built from the saved config)."""
         f = self.run_dir.path / "state.json"
         if not f.exists():  # stopped before the first event was saved: start over, with an empty log
             self.run_dir.truncate_events(0)
@@ -181,80 +201,136 @@ class LabelJob:
         try:
             if st.get("version") != STATE_VERSION:
                 raise RunError(f"{f} has state version {st.get('version')!r}; this icm-lite reads version {STATE_VERSION}")
-            if len(st["labels"]) != len(self.labels) or not 0 <= st["batch"] < len(self.batches):
-                raise RunError(f"{f} does not match the data ({len(st['labels'])} labels, batch {st['batch']}) ")
-            self._start(st["batch"], st["carried"])
-            self.search.restore(st["search"])
+            if len(st["labels"]) != len(self.labels):
+                raise RunError(f"{f} does not match the data ({len(st['labels'])} labels for {len(self.labels)} examples)")
             self.labels = list(st["labels"])
             self.scores = {int(k): v for k, v in st["scores"].items()}
-            self.results = list(st["results"])
-            self.done = bool(st["done"])
-            self._stats_base = {k: st["stats"].get(k, 0) for k in _STATS}
+            self.predicted = {int(k): (bool(v[0]), float(v[1])) for k, v in st["predicted"].items()}
+            self.results = {int(b): r for b, r in st["results"].items()}
+            self.carried = None if st["carried"] is None else [(int(i), bool(y)) for i, y in st["carried"]]
+            cur = st["current"]
+            if cur is not None:
+                b = int(cur["batch"])
+                search = batch_search(self.dataset, self.backend, self.config.search, self.batches[b], b,
+                                      self.carried_for(b))
+                search.restore(cur["search"])
+                self.current = (b, search)
+            self._stats_base = {k: st["stats"].get(k, 0) for k in STATS}
             self._seconds_base = st.get("seconds", 0.0)
             events_bytes = st["events_bytes"]
         except (KeyError, TypeError, ValueError, IndexError) as e:
             raise RunError(f"{f} is damaged or from another version ({type(e).__name__}: {e})") from None
         self.run_dir.truncate_events(events_bytes)
-        self.run_dir.write_labels(self.ids, self.labels, self.scores)  # a kill may have come between state and labels
+        self.run_dir.write_labels(self.ids, self.labels, self.scores, self.predicted)  # a kill may have come between
+
+    # --- recording what a batch did -------------------------------------------------------------------
+    def _event_record(self, b: int, ev: Event) -> dict:
+        record = ev.to_dict()
+        record["batch"] = b
+        if ev.example is not None:
+            record["example"] = self.batches[b][ev.example]
+            record["id"] = self.ids[record["example"]]
+        return record
+
+    def _merge(self, b: int, labels: Sequence, scores: dict[int, float]) -> None:
+        idx = self.batches[b]
+        for k, y in enumerate(labels):
+            self.labels[idx[k]] = y
+            self.scores.pop(idx[k], None)
+        for k, s in scores.items():
+            self.scores[idx[k]] = s
+
+    def _finish(self, b: int, row: dict, predicted: dict[int, tuple[bool, float]]) -> None:
+        idx = self.batches[b]
+        for k, v in predicted.items():
+            self.predicted[idx[k]] = v
+        self.results[b] = row
+        if b == 0:
+            self.carried = choose_carried([y if i in set(idx) else None for i, y in enumerate(self.labels)],
+                                          self.scores, self.carry) if len(self.batches) > 1 else []
+
+    def record_batch(self, b: int, result: dict) -> None:
+        """Take a whole batch labeled elsewhere (a Ray worker): its events, labels and predictions, one save."""
+        for ev in result["events"]:
+            record = dict(ev, batch=b)
+            if ev.get("example") is not None:
+                record["example"] = self.batches[b][ev["example"]]
+                record["id"] = self.ids[record["example"]]
+            self.run_dir.append_event(record)
+        self._merge(b, result["labels"], {int(k): v for k, v in result["scores"].items()})
+        self._finish(b, result["row"], {int(k): tuple(v) for k, v in result["predicted"].items()})
+        for k in STATS:
+            self._stats_base[k] += result["stats"].get(k, 0)
+        self.save(sync=True, labels=True)
 
     # --- running ----------------------------------------------------------------------------------------
-    def _progress(self, ev: Event) -> Progress:
-        idx = self.batches[self.batch]
+    def _progress(self, b: int, ev: Event) -> Progress:
+        idx = self.batches[b]
         g = None if ev.example is None else idx[ev.example]
         labeled = [y for y in self.labels if y is not None]
-        return Progress(ev, g, None if g is None else self.ids[g], self.batch, len(self.batches), len(idx),
-                        len(self.carried), self.iterations_done(), self.config.iterations * len(self.batches),
-                        len(self.labels), len(labeled), sum(labeled), self.config.alpha, self.stats(),
+        c = self.config.search
+        return Progress(ev, g, None if g is None else self.ids[g], b, len(self.batches), len(idx),
+                        len(self.carried_for(b)), self.iterations_done(), c.iterations * len(self.batches),
+                        len(self.labels), len(labeled), sum(labeled), c.alpha, self.stats(),
                         agreement(self.labels, self.dataset.gold))
 
-    def run(self, on_event: Callable[[Progress], None] | None = None,
-            should_stop: Callable[[], bool] | None = None) -> dict:
-        """Label batch after batch until done or `should_stop()`; returns the summary (also in summary.json)."""
-        self._t0 = time.perf_counter()
-
-        def handle(ev: Event) -> None:
-            self._merge()
-            idx = self.batches[self.batch]
-            record = ev.to_dict()
-            record["batch"] = self.batch
-            if ev.example is not None:
-                record["example"] = idx[ev.example]
-                record["id"] = self.ids[idx[ev.example]]
-            self.run_dir.append_event(record)
-            progress = self._progress(ev) if on_event else None
-            if ev.kind == "done" and self.search.state.iteration >= self.config.iterations:
-                self._finish_batch()  # saved together with this event: a kill redoes both or neither
-            self._save(sync=ev.kind != "skip" and ev.kind != "reject", labels=ev.kind in ("seed", "accept", "done"))
+    def run_batch(self, b: int, on_event: Callable[[Progress], None] | None = None,
+                  should_stop: Callable[[], bool] | None = None) -> bool:
+        """Search batch b here, saving after every event. True when the batch finished, False when stopped."""
+        if self.current is None or self.current[0] != b:
+            self.current = (b, batch_search(self.dataset, self.backend, self.config.search, self.batches[b], b,
+                                            self.carried_for(b)))
+        search = self.current[1]
+        for ev in search.events(should_stop):
+            self._merge(b, search.state.labels, search.state.scores)
+            self.run_dir.append_event(self._event_record(b, ev))
+            progress = self._progress(b, ev) if on_event else None
+            if ev.kind == "done":  # finished and saved together with this event: a kill redoes both or neither
+                self._finish(b, batch_row(search, b, len(self.batches[b]), len(self.carried_for(b))), fill(search))
+            self.save(sync=ev.kind not in ("skip", "reject"), labels=ev.kind in ("seed", "accept", "done"))
             if on_event:
                 on_event(progress)
+            if ev.kind == "done":
+                return True
+        return False
 
+    def run(self, on_event: Callable[[Progress], None] | None = None, should_stop: Callable[[], bool] | None = None,
+            executor=None) -> dict:
+        """Label every pending batch (the first one here, the rest with `executor`, default here too) until done or
+        `should_stop()`; returns the summary, also written to summary.json."""
+        self._t0 = time.perf_counter()
         try:
-            while not self.done:
-                before = self.batch
-                self.search.run(handle, should_stop)
-                if not self.done and self.batch == before:
-                    break  # stopped before the batch was finished
+            for b in self.pending():
+                partial = self.current is not None and self.current[0] == b  # a resumed batch ends where it began
+                if b > 0 and executor is not None and not partial:
+                    executor.run(self, self.pending(), on_event, should_stop)
+                    break
+                if not self.run_batch(b, on_event, should_stop):
+                    break
         finally:
             self.run_dir.close()
         summary = self.summary()
+        if self.done:
+            summary.update(self.evaluate())
         self.run_dir.write_json("summary.json", summary)
         return summary
 
     def summary(self) -> dict:
-        rows = list(self.results)
-        if not self.done and any(y is not None for y in self.search.state.labels):
-            rows.append(self._batch_row())
+        rows = [self.results[b] for b in sorted(self.results)]
+        if self.current is not None and self.current[0] not in self.results:
+            b, s = self.current
+            rows.append(batch_row(s, b, len(self.batches[b]), len(self.carried_for(b))))
         labeled = [y for y in self.labels if y is not None]
         mean = (lambda key: sum(r[key] for r in rows) / len(rows)) if rows else (lambda key: 0.0)
         stats = self.stats()
         out = {
             "examples": len(self.labels), "labeled": len(labeled), "true": sum(labeled),
-            "false": len(labeled) - sum(labeled), "U": mean("U"), "P": mean("P"),
-            "inconsistencies": sum(r["inconsistencies"] for r in rows), "iterations": self.iterations_done(),
-            "iterations_total": self.config.iterations * len(self.batches),
+            "false": len(labeled) - sum(labeled), "predicted": len(self.predicted),
+            "U": mean("U"), "P": mean("P"), "inconsistencies": sum(r["inconsistencies"] for r in rows),
+            "iterations": self.iterations_done(), "iterations_max": self.config.search.iterations * len(self.batches),
             "accepted": sum(r["accepted"] for r in rows), "finished": self.done, "batches": len(self.batches),
-            "tokens_evaluated": stats["tokens_evaluated"],
-            "seconds": round(self._seconds_base + time.perf_counter() - getattr(self, "_t0", time.perf_counter()), 2),
+            "stop": sorted({r["stop"] for r in rows if r["batch"] in self.results}),
+            "tokens_evaluated": stats["tokens_evaluated"], "seconds": round(self.seconds(), 2),
         }
         if len(self.batches) > 1:
             out["per_batch"] = rows
@@ -263,62 +339,125 @@ class LabelJob:
     def evaluate(self) -> dict:
         """Agreement with gold and the zero-shot baseline (evaluation only; needs gold labels)."""
         gold = self.dataset.gold
-        out = {}
         agr = agreement(self.labels, gold)
-        if agr is not None:
-            out["agreement"], out["agreement_n"] = agr
-            zs = zero_shot(self.scorer, len(self.dataset))
-            out["zero_shot_accuracy"], out["zero_shot_n"] = agreement(zs, gold)
+        if agr is None:
+            return {}
+        out = {"agreement": agr[0], "agreement_n": agr[1]}
+        filled = list(self.labels)
+        for i, (y, _) in self.predicted.items():
+            filled[i] = y
+        if self.predicted:
+            out["agreement_with_predicted"], out["agreement_with_predicted_n"] = agreement(filled, gold)
+        n = len(self.dataset)
+        zs = Scorer(self.backend, self.dataset.examples).predict_many(range(n), [None] * n)
+        out["zero_shot_accuracy"], out["zero_shot_n"] = agreement([zs[i] > 0 for i in range(n)], gold)
         return out
 
 
-def config_record(dataset: Dataset, data_sha256: str, model_name: str, model_path: str, opts: ModelOptions,
-                  config: SearchConfig, batches: Sequence[Sequence[int]] | None = None, batch_size: int | None = None,
-                  carry: int = 8, carried: int | None = None) -> dict:
-    """What was run. carry: carried demonstrations asked for; carried: how many the batches leave room for."""
-    from . import __version__
-
-    return {"icm_lite": __version__, "data": dataset.source, "data_sha256": data_sha256,
-            "task": dataset.task.to_dict(), "model": model_name, "model_path": model_path,
-            "model_options": asdict(opts), "search": asdict(config), "batch_size": batch_size, "carry": carry,
-            "carried": carry if carried is None else carried,
-            "batches": [list(b) for b in batches] if batches is not None else [list(range(len(dataset)))]}
-
-
-# Options of `icm-lite label` and where config.json keeps them: a resumed run takes them from there.
-RESUMABLE = {
-    "task": ("task",), "model": ("model_path",), "n_ctx": ("model_options", "n_ctx"),
-    "n_gpu_layers": ("model_options", "n_gpu_layers"), "n_threads": ("model_options", "n_threads"),
-    "n_batch": ("model_options", "n_batch"), "flash_attn": ("model_options", "flash_attn"),
-    "iterations": ("search", "iterations"), "alpha": ("search", "alpha"), "t0": ("search", "t0"),
-    "t_min": ("search", "t_min"), "schedule": ("search", "schedule"), "init_k": ("search", "init_k"),
-    "fix_rounds": ("search", "fix_rounds"), "objective": ("search", "objective"), "seed": ("search", "seed"),
-    "batch_size": ("batch_size",), "carry": ("carry",),
-}
+# --- starting and resuming ------------------------------------------------------------------------------
+def resolve_data(path: str | Path, run_dir: Path | None = None) -> Path:
+    """A data path as given, or (for a relative path saved by an older run) found from the run directory."""
+    p = Path(path)
+    if p.is_absolute() or p.exists() or run_dir is None:
+        return p
+    for base in (run_dir, *run_dir.resolve().parents):
+        if (base / p).is_file():
+            return base / p
+    return p
 
 
-def saved_option(config: dict, name: str):
-    node = config
-    for key in RESUMABLE[name]:
-        node = node[key]
-    return node
+def start(config: RunConfig, out: str | Path, *, force: bool = False, backend: Backend | None = None,
+          announce: Callable[[str], None] = lambda s: None) -> Job:
+    """A new run: check the run directory, load data and model, cut batches, write config.json."""
+    from .models import resolve_model
+
+    RunDir.check_new(out, force)  # before the model loads, not after
+    data = Path(config.data).resolve()
+    dataset = load_dataset(data, config.task)
+    ref = resolve_model(config.model)
+    config = replace(config, data=str(data), data_sha256=file_sha256(data), model_name=ref.name, model_path=str(ref.path))
+    if backend is None:
+        announce(f"loading {ref.name} ({ref.path})")
+        backend = open_backend(ref.path, config.model_options)
+    backend.prepare(dataset.examples, config.task.label_words)
+    batches, carried = plan_for(dataset, backend, config.model_options.n_ctx, config.batching.batch_size,
+                                config.batching.carry)
+    config = replace(config, batches=tuple(tuple(b) for b in batches), carried=carried)
+    run_dir = RunDir.create(out, force=force)
+    run_dir.write_json("config.json", config.to_json())
+    return Job(config, dataset, backend, run_dir)
 
 
-def resume_conflicts(config: dict, given: dict) -> list[str]:
-    """What the explicitly given options change compared with the saved config, as "--name VALUE (saved: X)".
+def resume(path: str | Path, given: dict | None = None, *, data: str | Path | None = None,
+           backend: Backend | None = None, announce: Callable[[str], None] = lambda s: None) -> Job:
+    """Reopen a run directory where it stopped. given: options from the command line (by name), which must equal
+    the saved ones; data: the data file's new place if it moved (its sha256 must match)."""
+    from .models import resolve_model
 
-    given: {option name: value as the saved config holds it}; options not given are not compared.
-    Example: resume_conflicts(cfg, {"alpha": 50.0}) -> ["--alpha 50.0 (saved: 30.0)"]
-    """
-    out = []
-    for name, value in given.items():
-        try:
-            saved = saved_option(config, name)
-        except (KeyError, TypeError):
-            saved = None
-        if value != saved and not (isinstance(value, (int, float)) and isinstance(saved, (int, float))
-                                   and not isinstance(value, bool) and float(value) == float(saved)):
-            shown = value.get("name", value) if isinstance(value, dict) else value
-            was = saved.get("name", saved) if isinstance(saved, dict) else saved
-            out.append(f"--{name.replace('_', '-')} {shown} (saved: {was})")
-    return out
+    run_dir = RunDir.open(path, lock=True)
+    try:
+        config = RunConfig.from_json(run_dir.read_json("config.json"), str(run_dir.path / "config.json"))
+        given = dict(given or {})
+        diffs = config.conflicts({k: v for k, v in given.items() if k not in ("task", "model")})
+        if "task" in given and given["task"].to_dict() != config.task.to_dict():
+            diffs.append(f"--task {given['task'].name} (saved: {config.task.name})")
+        if "model" in given and str(resolve_model(given["model"]).path) != config.model_path:
+            diffs.append(f"--model {given['model']} (saved: {config.model_name})")
+        if diffs:
+            raise RunError(f"cannot resume {path}: {', '.join(diffs)}; leave out what differs to use the saved values")
+        config = config.with_options(**{k: v for k, v in given.items() if k not in ("task", "model")})
+        src = Path(data) if data is not None else resolve_data(config.data, run_dir.path)
+        if not src.is_file():
+            raise RunError(f"cannot resume {path}: its data file {config.data} is missing; pass DATA if it moved")
+        got = file_sha256(src)
+        if got != config.data_sha256:
+            raise RunError(f"cannot resume {path}: {src} is not the file the run labeled (sha256 {got[:12]}…, "
+                           f"saved {config.data_sha256[:12]}…); restore it or start a new run")
+        dataset = load_dataset(src, config.task)
+        if backend is None:
+            ref = resolve_model(config.model_path)
+            announce(f"loading {config.model_name} ({ref.path})")
+            backend = open_backend(ref.path, config.model_options)
+        backend.prepare(dataset.examples, config.task.label_words)
+        job = Job(config, dataset, backend, run_dir)
+        job.restore()
+        return job
+    except BaseException:
+        run_dir.close()
+        raise
+
+
+class StopSignals:
+    """Ctrl-C and SIGTERM ask the job to stop after the current step (`should_stop`); a second Ctrl-C stops at once.
+    Every accepted state is on disk either way. `signum` is the first signal received (None if none)."""
+
+    def __init__(self):
+        self.received: list[int] = []
+        self._previous: dict = {}
+
+    @property
+    def signum(self) -> int | None:
+        return self.received[0] if self.received else None
+
+    def should_stop(self) -> bool:
+        return bool(self.received)
+
+    def _handle(self, signum, frame):
+        if self.received and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.received.append(signum)
+
+    def __enter__(self) -> "StopSignals":
+        if threading.current_thread() is threading.main_thread():
+            self._previous = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        for s, h in self._previous.items():
+            if h is not None:
+                signal.signal(s, h)
+        if exc_type is KeyboardInterrupt:
+            self.received.append(signal.SIGINT)
+            return True
+        return False
+

@@ -3,8 +3,11 @@
     config.json    what was run (data file + sha256, task, model, options, search config)
     state.json     the search snapshot (labels, scores, iteration, temperature inputs, RNG state)
     events.jsonl   append-only log, one search event per line (example = index in the data file, batch = 0-based)
-    labels.jsonl   one line per input example: id, ICM label (null if never labeled), log-odds score
+    labels.jsonl   one line per input example: id, label, log-odds score, source ("search": labeled by the ICM
+                   search; "prediction": left unlabeled by the search, then predicted from its labels; null:
+                   not labeled yet)
     summary.json   the final numbers
+    .lock          held by the process that labels this directory (its pid inside), so no second one can
 
 state.json and labels.jsonl are replaced atomically (write a temp file, fsync, rename), so a crash or
 a full disk leaves the previous version intact. state.json is saved after every event and records how long the
@@ -19,6 +22,11 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks; the directory is not guarded there
+    fcntl = None
 
 import orjson
 
@@ -50,6 +58,32 @@ class RunDir:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self._events = None
+        self._lock = None
+
+    def lock(self) -> None:
+        """Take the directory for this process: a second labeling process gets a one-line error naming the first.
+        The OS drops the lock when the holder exits, however it exits."""
+        if fcntl is None or self._lock is not None:
+            return
+        f = open(self.path / ".lock", "a+")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.seek(0)
+            pid = f.read().strip() or "?"
+            f.close()
+            raise RunError(f"run directory {self.path} is in use by process {pid} (another icm-lite label?); "
+                           "wait for it to finish or stop it first") from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"{os.getpid()}\n")
+        f.flush()
+        self._lock = f
+
+    def unlock(self) -> None:
+        f, self._lock = self._lock, None
+        if f is not None:
+            f.close()
 
     @staticmethod
     def check_new(path: str | Path, force: bool = False) -> None:
@@ -57,7 +91,7 @@ class RunDir:
         p = Path(path)
         if p.exists() and not p.is_dir():
             raise RunError(f"{p} exists and is not a directory")
-        if p.exists() and any(p.iterdir()) and not force:
+        if p.exists() and any(n.name != ".lock" for n in p.iterdir()) and not force:
             raise RunError(f"run directory {p} already exists; use --resume to continue it or --force to overwrite it")
         base = p
         while not base.exists() and base != base.parent:
@@ -67,11 +101,9 @@ class RunDir:
 
     @classmethod
     def create(cls, path: str | Path, force: bool = False) -> "RunDir":
+        """A new (or --force emptied) run directory, locked by this process."""
         p = Path(path)
         cls.check_new(p, force)
-        if p.exists() and any(p.iterdir()):
-            for name in _RUN_FILES:
-                (p / name).unlink(missing_ok=True)
         try:
             p.mkdir(parents=True, exist_ok=True)
             probe = p / ".write-test"
@@ -79,14 +111,22 @@ class RunDir:
             probe.unlink()
         except OSError as e:
             raise RunError(f"cannot write to run directory {p}: {e.strerror or e}") from None
-        return cls(p)
+        rd = cls(p)
+        rd.lock()  # before anything is removed: --force on a directory in use is refused
+        for name in _RUN_FILES:
+            (p / name).unlink(missing_ok=True)
+        return rd
 
     @classmethod
-    def open(cls, path: str | Path) -> "RunDir":
+    def open(cls, path: str | Path, lock: bool = False) -> "RunDir":
+        """An existing run directory; lock=True to write it (resume)."""
         p = Path(path)
         if not (p / "config.json").exists():
             raise RunError(f"{p} is not a run directory (no config.json)")
-        return cls(p)
+        rd = cls(p)
+        if lock:
+            rd.lock()
+        return rd
 
     def read_json(self, name: str):
         f = self.path / name
@@ -112,7 +152,7 @@ class RunDir:
             while data:
                 data = data[self._events.write(data):]
         except OSError as e:
-            self.close(quiet=True)
+            self.close_log(quiet=True)
             raise RunError(f"cannot append to {self.path / 'events.jsonl'}: {e.strerror or e}") from None
 
     def events_size(self) -> int:
@@ -124,7 +164,7 @@ class RunDir:
 
     def truncate_events(self, size: int) -> None:
         """Cut the log back to `size` bytes: the events after the saved state will be redone."""
-        self.close()
+        self.close_log()
         f = self.path / "events.jsonl"
         try:
             have = f.stat().st_size if f.exists() else 0
@@ -148,11 +188,28 @@ class RunDir:
                 break  # a line cut by a crash ends the log
         return out
 
-    def write_labels(self, ids, labels, scores: dict[int, float]) -> None:
-        rows = [orjson.dumps({"id": ex_id, "label": y, "score": scores.get(i)}) for i, (ex_id, y) in enumerate(zip(ids, labels))]
+    def write_labels(self, ids, labels, scores: dict[int, float], predicted: dict | None = None) -> None:
+        """labels: searched labels (None = not labeled by the search); predicted: {index: (label, score)}."""
+        predicted = predicted or {}
+        rows = []
+        for i, (ex_id, y) in enumerate(zip(ids, labels)):
+            if y is not None:
+                row = {"id": ex_id, "label": y, "score": scores.get(i), "source": "search"}
+            elif i in predicted:
+                row = {"id": ex_id, "label": predicted[i][0], "score": predicted[i][1], "source": "prediction"}
+            else:
+                row = {"id": ex_id, "label": None, "score": None, "source": None}
+            rows.append(orjson.dumps(row))
         write_atomic(self.path / "labels.jsonl", b"\n".join(rows) + b"\n")
 
     def close(self, quiet: bool = False) -> None:
+        """Close the event log and give up the lock."""
+        try:
+            self.close_log(quiet)
+        finally:
+            self.unlock()
+
+    def close_log(self, quiet: bool = False) -> None:
         f, self._events = self._events, None
         if f is not None:
             try:

@@ -175,7 +175,7 @@ class Dashboard:
         st = p.stats
         tok, secs, naive = st.get("tokens_evaluated", 0), st.get("decode_seconds", 0.0), st.get("naive_tokens", 0)
         speed = f"{tok / secs:,.0f} tokens/s" if secs else "-- tokens/s"
-        reuse = (f"prefix reuse {1 - tok / naive:.0%} ({tok:,} evaluated vs {naive:,} building every context from scratch)"
+        reuse = (f"prefix reuse {1 - tok / naive:.0%} ({tok:,} tokens evaluated vs {naive:,} building every context from scratch)"
                  if naive else f"{tok:,} tokens evaluated")
         grid.add_row("model", f"{speed} · {reuse}")
         if p.gold is not None:

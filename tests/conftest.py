@@ -60,3 +60,13 @@ def one_error(res, code: int) -> str:
     assert lines and lines[-1].startswith("error: "), res.stderr
     assert sum(line.startswith("error") for line in lines) == 1, res.stderr
     return lines[-1]
+
+
+def job_for(dataset, backend, search, run_dir, batches=None, carried=8):
+    """A labeling job over an in-memory dataset (no data file, no model file): run.Job with its RunConfig."""
+    from icm_lite.config import RunConfig
+    from icm_lite.run import Job
+
+    config = RunConfig(data=dataset.source, task=dataset.task, search=search,
+                       batches=None if batches is None else tuple(tuple(b) for b in batches), carried=carried)
+    return Job(config, dataset, backend, run_dir)

@@ -189,11 +189,12 @@ def test_real_model_truncated(tmp_path, smollm2_path, data):
 
 def test_llama_cpp_refuses_a_valid_header(tmp_path):
     """The header is fine but llama.cpp cannot build the model: a ModelError, not a crash."""
-    from icm_lite.backend import LlamaBackend
+    from icm_lite.llama import LlamaBackend
+    from icm_lite.options import ModelOptions
 
     p = gguf_file(tmp_path, meta={"general.architecture": "nosucharch"})
     with pytest.raises(ModelError, match="could not load .*architecture is not supported"):
-        LlamaBackend(str(p), n_ctx=256)
+        LlamaBackend(str(p), ModelOptions(n_ctx=256))
 
 
 # --- names ------------------------------------------------------------------------------------------

@@ -11,9 +11,10 @@ import random
 
 import pytest
 
-from icm_lite.backend import LlamaBackend
+from icm_lite.llama import LlamaBackend
+from icm_lite.options import ModelOptions
 from icm_lite.data import load_dataset
-from icm_lite.plan import Node, compare_plan, contexts
+from icm_lite.plan import Node, contexts
 from icm_lite.scoring import Scorer
 from icm_lite.tasks import Task
 
@@ -27,17 +28,20 @@ def _examples(n):
 
 def _check(path, tol, n=12, **backend_options):
     examples = _examples(n)
-    b = LlamaBackend(path, n_ctx=4096, **backend_options)
+    b = LlamaBackend(path, ModelOptions(n_ctx=4096, **backend_options))
     b.prepare(examples, ("True", "False"))
     sc = Scorer(b, examples)
     rng = random.Random(0)
     labels = [rng.random() < 0.5 for _ in examples]  # arbitrary labels: exactness is about tokens, not truth
     labels[3] = None
-    changed = [0, 5]
-    labelings = [{0: labels[0], 5: labels[5]}, {0: not labels[0], 5: labels[5]}, {0: not labels[0], 5: not labels[5]}]
+    flip0 = list(labels)
+    flip0[0] = not labels[0]
+    flip05 = list(flip0)
+    flip05[5] = not labels[5]
+    add3 = list(flip05)
+    add3[3] = True
     worst = 0.0
-    for root in (compare_plan(sc.demos(labels), [], [{}], sc.group_of),
-                 compare_plan(sc.demos(labels, changed), changed, labelings, sc.group_of)):
+    for root in (sc.plan([labels]), sc.plan([labels, flip0, flip05, add3])):
         got = b.run(root)
         ctx = contexts(root)
         assert set(got) == set(ctx) and len(got) >= n - 1
@@ -60,7 +64,7 @@ def test_gemma_tree_scores_equal_from_scratch(gemma_path):
 
 def test_label_token_ids_come_from_the_full_distribution(gemma_path):
     examples = _examples(2)
-    b = LlamaBackend(gemma_path, n_ctx=512)
+    b = LlamaBackend(gemma_path, ModelOptions(n_ctx=512))
     b.prepare(examples, ("True", "False"))
     words = [b.piece(t) for t in b.true_ids]
     assert " True" in words and all(w.strip().lower() == "true" for w in words)

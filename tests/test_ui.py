@@ -19,13 +19,13 @@ import pytest
 
 from icm_lite.data import Dataset
 from icm_lite.fake import FakeBackend
-from icm_lite.run import LabelJob, plan_for
+from icm_lite.run import plan_for
 from icm_lite.rundir import RunDir
 from icm_lite.search import SearchConfig
 from icm_lite.tasks import Task
 from icm_lite.ui import Dashboard, PlainUI, make_ui, plain_line
 
-from conftest import hidden_concept
+from conftest import hidden_concept, job_for
 
 ICM = Path(sys.executable).with_name("icm-lite")
 
@@ -55,34 +55,34 @@ def job(tmp_path, gold=True, iterations=6, shuffle_gold=None, backend=FakeBacken
     fb = backend(hidden, seed=4)
     batches, k = plan_for(ds, fb, 600, None, 4)
     name = f"run{len(list(tmp_path.iterdir()))}"
-    return LabelJob(ds, fb, SearchConfig(iterations=iterations, init_k=4, seed=5), RunDir.create(tmp_path / name), batches, k)
+    return job_for(ds, fb, SearchConfig(iterations=iterations, init_k=4, seed=5), RunDir.create(tmp_path / name), batches, k)
 
 
 EXPECTED = """\
-[0/6] seed   T=10.000 U=-7.291 P=-0.243 I=0 labeled=4 true=2 tokens=547 batch=1/3
-[1/6] accept ex=3 dU=+11.362 T=4.191 U=4.071 P=0.136 I=0 labeled=5 true=2 tokens=1592 batch=1/3
-[2/6] accept ex=6 dU=-0.240 T=3.128 U=3.831 P=0.128 I=0 labeled=6 true=2 tokens=3018 batch=1/3
-[3/6] accept ex=0 dU=+2.722 T=2.651 U=6.552 P=0.218 I=0 labeled=7 true=2 tokens=4653 batch=1/3
-[4/6] accept ex=1 dU=+5.222 T=2.370 U=11.774 P=0.392 I=0 labeled=8 true=2 tokens=6798 batch=1/3
-[5/6] skip   ex=4 T=2.370 U=11.774 P=0.392 I=0 labeled=8 true=2 tokens=7096 batch=1/3
-[6/6] skip   ex=4 T=2.370 U=11.774 P=0.392 I=0 labeled=8 true=2 tokens=7136 batch=1/3
-[6/6] done   T=2.370 U=11.774 P=0.392 I=0 labeled=8 true=2 tokens=7136 batch=1/3
-[0/6] seed   T=10.000 U=4.642 P=0.155 I=0 labeled=4 true=2 tokens=7972 batch=2/3
-[1/6] accept ex=15 dU=+9.176 T=4.191 U=13.817 P=0.461 I=0 labeled=5 true=2 tokens=8974 batch=2/3
-[2/6] accept ex=10 dU=+2.913 T=3.128 U=16.731 P=0.558 I=0 labeled=6 true=2 tokens=10271 batch=2/3
-[3/6] accept ex=14 dU=+2.059 T=2.651 U=18.790 P=0.626 I=0 labeled=7 true=3 tokens=12035 batch=2/3
-[4/6] accept ex=8 dU=+0.572 T=2.370 U=19.362 P=0.645 I=0 labeled=8 true=3 tokens=13965 batch=2/3
-[5/6] skip   ex=13 T=2.370 U=19.362 P=0.645 I=0 labeled=8 true=3 tokens=14306 batch=2/3
-[6/6] skip   ex=12 T=2.370 U=19.362 P=0.645 I=0 labeled=8 true=3 tokens=14475 batch=2/3
-[6/6] done   T=2.370 U=19.362 P=0.645 I=0 labeled=8 true=3 tokens=14475 batch=2/3
-[0/6] seed   T=10.000 U=25.838 P=0.861 I=0 labeled=4 true=2 tokens=15311 batch=3/3
-[1/6] accept ex=23 dU=+9.362 T=4.191 U=35.200 P=1.173 I=0 labeled=5 true=2 tokens=16313 batch=3/3
-[2/6] accept ex=17 dU=+6.343 T=3.128 U=41.543 P=1.385 I=0 labeled=6 true=2 tokens=17610 batch=3/3
-[3/6] reject ex=19 dU=-1.358 T=3.128 U=41.543 P=1.385 I=0 labeled=6 true=2 tokens=19374 batch=3/3
-[4/6] reject ex=19 dU=-1.358 T=3.128 U=41.543 P=1.385 I=0 labeled=6 true=2 tokens=20923 batch=3/3
-[5/6] accept ex=19 dU=-1.358 T=2.651 U=40.185 P=1.340 I=0 labeled=7 true=3 tokens=22472 batch=3/3
-[6/6] accept ex=21 dU=+2.631 T=2.370 U=42.816 P=1.427 I=0 labeled=8 true=3 tokens=24488 batch=3/3
-[6/6] done   T=2.370 U=42.816 P=1.427 I=0 labeled=8 true=3 tokens=24488 batch=3/3
+[0/6] seed   T=10.000 U=-3.429 P=-0.114 I=0 labeled=4 true=2 tokens=504 batch=1/3
+[1/6] accept ex=6 dU=+10.527 T=4.191 U=7.098 P=0.237 I=0 labeled=5 true=2 tokens=1432 batch=1/3
+[2/6] accept ex=7 dU=+6.835 T=3.128 U=13.933 P=0.464 I=0 labeled=6 true=2 tokens=2615 batch=1/3
+[3/6] accept ex=4 dU=-2.610 T=2.651 U=11.323 P=0.377 I=0 labeled=7 true=2 tokens=4053 batch=1/3
+[4/6] accept ex=5 dU=+1.499 T=2.370 U=12.822 P=0.427 I=0 labeled=8 true=3 tokens=5746 batch=1/3
+[5/6] accept ex=2 dU=+6.787 T=2.182 U=19.609 P=0.654 I=0 labeled=8 true=4 tokens=7098 batch=1/3
+[6/6] skip   ex=6 T=2.182 U=19.609 P=0.654 I=0 labeled=8 true=4 tokens=7098 batch=1/3
+[6/6] done   T=2.182 U=19.609 P=0.654 I=0 labeled=8 true=4 tokens=7098 batch=1/3
+[0/6] seed   T=10.000 U=46.214 P=1.540 I=0 labeled=4 true=2 tokens=7891 batch=2/3
+[1/6] skip   ex=11 T=10.000 U=46.214 P=1.540 I=0 labeled=4 true=2 tokens=7891 batch=2/3
+[2/6] accept ex=15 dU=+14.211 T=4.191 U=60.425 P=2.014 I=0 labeled=5 true=2 tokens=8819 batch=2/3
+[3/6] accept ex=14 dU=+3.306 T=3.128 U=63.731 P=2.124 I=0 labeled=6 true=3 tokens=10002 batch=2/3
+[4/6] reject ex=13 dU=-2.691 T=3.128 U=63.731 P=2.124 I=0 labeled=6 true=3 tokens=11440 batch=2/3
+[5/6] reject ex=13 dU=-2.691 T=3.128 U=63.731 P=2.124 I=0 labeled=6 true=3 tokens=11440 batch=2/3
+[6/6] reject ex=13 dU=-2.691 T=3.128 U=63.731 P=2.124 I=0 labeled=6 true=3 tokens=11440 batch=2/3
+[6/6] done   T=3.128 U=63.731 P=2.124 I=0 labeled=6 true=3 tokens=11440 batch=2/3
+[0/6] seed   T=10.000 U=28.551 P=0.952 I=0 labeled=4 true=2 tokens=12528 batch=3/3
+[1/6] skip   ex=22 T=10.000 U=28.551 P=0.952 I=0 labeled=4 true=2 tokens=12528 batch=3/3
+[2/6] accept ex=16 dU=+12.734 T=4.191 U=41.285 P=1.376 I=0 labeled=5 true=2 tokens=13456 batch=3/3
+[3/6] accept ex=19 dU=-1.051 T=3.128 U=40.234 P=1.341 I=0 labeled=6 true=3 tokens=14639 batch=3/3
+[4/6] accept ex=18 dU=+8.300 T=2.651 U=48.534 P=1.618 I=0 labeled=7 true=3 tokens=16077 batch=3/3
+[5/6] skip   ex=20 T=2.651 U=48.534 P=1.618 I=0 labeled=7 true=3 tokens=16077 batch=3/3
+[6/6] accept ex=17 dU=+5.250 T=2.370 U=53.783 P=1.793 I=0 labeled=8 true=3 tokens=17770 batch=3/3
+[6/6] done   T=2.370 U=53.783 P=1.793 I=0 labeled=8 true=3 tokens=17770 batch=3/3
 """
 
 # The documented format (ui.py): fields in this order, ex= and dU= only on proposals.
@@ -168,7 +168,8 @@ DRIVER = """\
 import sys, time
 from icm_lite.data import Dataset
 from icm_lite.fake import FakeBackend
-from icm_lite.run import LabelJob, plan_for
+from icm_lite.config import RunConfig
+from icm_lite.run import Job, plan_for
 from icm_lite.rundir import RunDir
 from icm_lite.search import SearchConfig
 from icm_lite.tasks import Example, Task
@@ -179,7 +180,8 @@ examples = tuple(Example(f"ex{i}", "p", str(i // 4)) for i in range(40))
 ds = Dataset(examples, tuple(hidden), Task.builtin("claim"), "mem")
 fb = FakeBackend(hidden)
 batches, k = plan_for(ds, fb, 700, None, 6)
-job = LabelJob(ds, fb, SearchConfig(iterations=25, seed=1), RunDir.create(sys.argv[1]), batches, k)
+job = Job(RunConfig(data="mem", task=ds.task, search=SearchConfig(iterations=25, seed=1), batches=batches, carried=k),
+          ds, fb, RunDir.create(sys.argv[1]))
 ui = make_ui()
 
 def slow(p):
