@@ -13,6 +13,7 @@ from pathlib import Path
 import click
 import orjson
 
+from .distributed import RayOptions
 from .errors import IcmError, InternalError, Interrupted, UserError
 from .options import Batching, ModelOptions, cli_fields
 from .search import SearchConfig
@@ -116,7 +117,7 @@ def section_options(*classes, inherit: bool = False):
 @click.argument("data", required=False, type=click.Path(dir_okay=False))
 @click.option("--task", "-t", default="claim", show_default=True, help="claim | math | comparison | path to a task .json file.")
 @click.option("--model", "-m", default=None, help="Registry name (see `icm-lite models list`) or path to a .gguf file. Default: gemma-3-270m.")
-@section_options(ModelOptions, SearchConfig, Batching)
+@section_options(ModelOptions, SearchConfig, Batching, RayOptions)
 @click.option("--out", "-o", "out", default=None, type=click.Path(file_okay=False), help="Run directory to write (required unless --resume).")
 @click.option("--resume", "resume", default=None, type=click.Path(file_okay=False),
               help="Continue the run in this run directory exactly where it stopped. DATA and every option come from its "
@@ -144,6 +145,10 @@ def label(ctx, data, task, model, out, resume, force, plain, as_json, **options)
     def say(msg: str) -> None:
         click.echo(msg, err=True)
 
+    from .distributed import RayExecutor
+
+    executor = RayExecutor.from_options(RayOptions(**{f.name: options.pop(f.name) for f in cli_fields(RayOptions)}),
+                                        announce=say)  # before the model loads: a missing Ray is one line at once
     given = {k for k in ctx.params if ctx.get_parameter_source(k) == ParameterSource.COMMANDLINE}
     if resume:
         if out or force:
@@ -175,7 +180,7 @@ def label(ctx, data, task, model, out, resume, force, plain, as_json, **options)
     ui = make_ui(plain, f"icm-lite label · {cfg.model_name} · {Path(cfg.data).name} → {out}")
     with run.StopSignals() as signals:
         with ui:
-            summary = job.run(ui.update, should_stop=signals.should_stop)
+            summary = job.run(ui.update, should_stop=signals.should_stop, executor=executor)
     if signals.signum is not None and not summary["finished"]:
         total = cfg.search.iterations * len(job.batches)
         raise Interrupted(f"stopped by {signal.Signals(signals.signum).name} after iteration {summary['iterations']}/"
