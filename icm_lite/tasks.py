@@ -66,6 +66,14 @@ class Task:
             raise DataError(f"task {self.name!r}: key must be 'pair', 'field:NAME' or null, not {self.key!r}")
         if self.key == "pair" and not self.group_field:
             raise DataError(f"task {self.name!r}: key 'pair' needs a group_field that pairs the two orders")
+        gold = self.label_field
+        used = [("template field", gold in names), ("consistency key", self.key == f"field:{gold}"),
+                ("group_field", self.group_field == gold), ("id_field", self.id_field == gold)]
+        for what, hit in used:
+            if hit:
+                raise DataError(f"task {self.name!r}: the gold label field {gold!r} cannot be the {what}: gold labels "
+                                "are for evaluation only and must not reach the prompts or the search (rename the "
+                                "field or set label_field)")
 
     @staticmethod
     def builtin(name: str) -> "Task":

@@ -243,6 +243,10 @@ def test_template_syntax_errors(tmp_path, template, shown):
     ({"template": "Claim: {choice} is", "label_words": ["Yes", "Yes"]}, "two different single words"),
     ({"template": "Claim: {choice} is", "label_words": ["very true", "false"]}, "two different single words"),
     ({"template": "Claim: {choice} is", "key": "pair", "group_field": None}, "needs a group_field"),
+    ({"template": "Claim: {choice} is {label}"}, "gold label field 'label' cannot be the template field"),
+    ({"template": "Claim: {choice} is", "key": "field:verdict", "label_field": "verdict",
+      "relation": "contradiction"}, "gold label field 'verdict' cannot be the consistency key"),
+    ({"template": "Claim: {choice} is", "group_field": "label"}, "gold label field 'label' cannot be the group_field"),
 ])
 def test_bad_task_files(tmp_path, spec, says):
     t = task_file(tmp_path, spec)
