@@ -9,6 +9,7 @@ Example: load_dataset("examples/reviews.jsonl", Task.resolve("examples/reviews.t
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +28,27 @@ class Dataset:
 
     def __len__(self) -> int:
         return len(self.examples)
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex sha256 of a file (data files in config.json, model files in the cache)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def resolve_data(path: str | Path, run_dir: Path | None = None) -> Path:
+    """A run's data file: the path config.json saved (absolute since config version 2), or, for a relative path
+    that does not exist from here, the same path under the run directory or one of its parents."""
+    p = Path(path)
+    if p.is_absolute() or p.exists() or run_dir is None:
+        return p
+    for base in (run_dir, *run_dir.resolve().parents):
+        if (base / p).is_file():
+            return base / p
+    return p
 
 
 def read_records(path: str | Path) -> list[tuple[str, dict]]:

@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import random
 import time
-from dataclasses import fields
+from dataclasses import fields, replace
 from typing import Sequence
 
 from .data import Dataset
 from .errors import DataError, RunError
-from .export import LabeledRun
+from .export import LabeledRun, used_labels
 from .plan import Node
 from .run import agreement
 from .scoring import Scorer
@@ -75,7 +75,7 @@ def accuracy(scores: dict[int, float], gold: Sequence[bool | None]) -> dict:
 
 def check_context(backend, demos: Sequence[int], queries: Sequence[int]) -> int:
     """Tokens of the largest many-shot context; a DataError if it exceeds the backend's n_ctx."""
-    need = len(backend.prefix) + sum(max(backend.length((i, True)), backend.length((i, False))) for i in demos)
+    need = backend.prefix_length + sum(max(backend.length((i, True)), backend.length((i, False))) for i in demos)
     need += max((backend.length((q, None)) for q in queries), default=0)
     if need > backend.n_ctx:
         raise DataError(f"many-shot contexts need up to {need} tokens ({len(demos)} demonstrations + the longest query), "
@@ -111,11 +111,14 @@ def choose_demos(run: LabeledRun, k: int | None, seed: int) -> list[int]:
 
 
 def evaluate(run: LabeledRun, backend, test: Dataset | None = None, seed: int = 0, demos: int | None = None) -> dict:
-    """Label accuracy and the four conditions. `backend` must be prepared for `eval_examples(run, test)`.
+    """Label accuracy, the four conditions and the U gap. `backend` must be prepared for `eval_examples(run, test)`.
 
+    The ICM labels are the searched ones (labels the model predicted after the search are reported apart).
     demos: use at most this many labeled examples (whole groups, seeded) as demonstrations, the same ones
     in every many-shot row, when all of them do not fit one context.
     """
+    full = run
+    run = replace(run, labels=used_labels(run, False))
     t0 = time.perf_counter()
     tokens0 = backend.tokens_evaluated
     train_gold = run.dataset.gold
@@ -171,12 +174,71 @@ def evaluate(run: LabeledRun, backend, test: Dataset | None = None, seed: int = 
     agr = agreement(run.labels, train_gold)
     if agr is not None:
         out["label_accuracy"], out["label_accuracy_n"] = agr
+    predicted = [y if s == "prediction" else None for y, s in zip(full.labels, full.sources)]
+    out["predicted"] = sum(y is not None for y in predicted)
+    agr = agreement(predicted, train_gold)
+    if agr is not None:
+        out["predicted_accuracy"], out["predicted_accuracy_n"] = agr
+    if train_gold is not None and labeled:
+        out["u_gap"] = u_gap(full, backend)
     if test is not None:
         train_prompts = {ex.prompt for ex in run.dataset.examples}
         out["overlap"] = sum(ex.prompt in train_prompts for ex in test.examples)
     out["tokens_evaluated"] = backend.tokens_evaluated - tokens0
     out["seconds"] = round(time.perf_counter() - t0, 2)
     out["notes"] = notes(out)
+    return out
+
+
+def _search_config(run: LabeledRun):
+    from .search import SearchConfig
+
+    known = {f.name for f in fields(SearchConfig)}
+    return SearchConfig(**{k: v for k, v in (run.config.get("search") or {}).items() if k in known})
+
+
+def u_gap(run: LabeledRun, backend) -> dict:
+    """U = alpha*P - I (the run's objective, layout and constraints, batch by batch as the search saw it, with the
+    batches' carried demonstrations) of the ICM labels and of the gold labels: on the examples the search labeled,
+    and on all examples (ICM: searched + predicted). Evaluation only.
+
+    gap: "search stopped short" when gold scores higher on the same examples (the objective prefers the truth: a
+    longer or hotter search would help), "model prefers other labels" when ICM scores higher (the objective
+    itself is off: a better model or constraints would help), "equal" within 0.1 of U.
+    """
+    from .batches import BatchView
+    from .consistency import Consistency
+    from .rundir import RunDir
+    from .scoring import Scorer, predictability
+
+    cfg = _search_config(run)
+    gold = run.dataset.gold
+    n = len(run.dataset)
+    batches = run.config.get("batches") or [list(range(n))]
+    state = RunDir(run.path).read_json("state.json") if run.path and (run.path / "state.json").exists() else {}
+    carried = [(int(i), bool(y)) for i, y in (state.get("carried") or [])]
+    searched = used_labels(run, False)
+    kinds = {"icm": [], "gold_same": [], "icm_all": [], "gold_all": []}
+    for b, idx in enumerate(batches):
+        try:
+            check_context(backend, [i for i, _ in carried] * (b > 0) + list(idx), idx)
+        except DataError:
+            return {"skipped": f"batch {b + 1} does not fit n_ctx={backend.n_ctx} (--n-ctx)"}
+        local = [run.dataset.examples[i] for i in idx]
+        view = BatchView(backend, idx, carried if b > 0 else ())
+        scorer = Scorer(view, local, cfg.order)
+        cons = Consistency(local, run.dataset.task.relation)
+        icm = [searched[i] for i in idx]
+        labelings = {"icm": icm, "gold_same": [gold[i] if y is not None else None for i, y in zip(idx, icm)],
+                     "icm_all": [run.labels[i] for i in idx], "gold_all": [gold[i] for i in idx]}
+        names = [k for k, lab in labelings.items() if any(y is not None for y in lab)]
+        for name, scores in zip(names, scorer.scores([labelings[k] for k in names])):
+            lab = labelings[name]
+            kinds[name].append(cfg.alpha * predictability(scores, lab, cfg.objective) - cons.count(lab))
+    out = {k: (sum(v) / len(v) if v else None) for k, v in kinds.items()}
+    out["alpha"], out["objective"], out["order"] = cfg.alpha, cfg.objective, cfg.order
+    diff = out["gold_same"] - out["icm"] if out["gold_same"] is not None and out["icm"] is not None else 0.0
+    out["gap"] = ("search stopped short" if diff > 0.1 else "model prefers other labels" if diff < -0.1 else "equal")
     return out
 
 
@@ -190,6 +252,17 @@ def notes(result: dict) -> list[str]:
                    "the same ones in every many-shot row")
     if result.get("overlap"):
         out.append(f"{result['overlap']} test prompt(s) also appear in the run's data: the test set is not held out")
+    gap = result.get("u_gap")
+    if gap and gap.get("skipped"):
+        out.append(f"U of ICM vs gold labels not computed: {gap['skipped']}")
+    elif gap:
+        say = {"search stopped short": "gold labels score higher by the run's own objective: the search stopped short "
+                                       "(more iterations, a hotter start or --patience would help)",
+               "model prefers other labels": "the ICM labels score higher than gold by the run's own objective: the "
+                                             "model prefers other labels (a larger model or constraints would help)",
+               "equal": "ICM and gold labels score the same by the run's own objective"}[gap["gap"]]
+        out.append(f"U on the searched examples: ICM {gap['icm']:.3f} vs gold {gap['gold_same']:.3f}; on all examples: "
+                   f"ICM {gap['icm_all']:.3f} vs gold {gap['gold_all']:.3f} (alpha {gap['alpha']:g}): {say}")
     out.append("gold labels are used for evaluation only (and as the demonstrations of the gold row)")
     return out
 
@@ -256,6 +329,7 @@ def trajectory(run: LabeledRun, events: list[dict]) -> list[dict]:
     Example: trajectory(run, RunDir(run.path).events())[-1] -> {"step": 3000, "U": 41.2, "agreement": 0.9, ...}
     """
     gold = run.dataset.gold
+    run = replace(run, labels=used_labels(run, False))
     step = 0
     steps = []
     for ev in events:

@@ -22,14 +22,13 @@ Example: export_run(load_run("runs/demo"), "ft/", "prompt-completion") -> {"reco
 
 from __future__ import annotations
 
-import hashlib
 import random
 from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
 
-from .data import Dataset, load_dataset
+from .data import Dataset, file_sha256, load_dataset, resolve_data
 from .errors import DataError, RunError, UserError
 from .rundir import RunDir, write_atomic
 from .tasks import Task
@@ -55,14 +54,6 @@ class LabeledRun:
             object.__setattr__(self, "sources", ("search",) * len(self.labels))
 
 
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def load_run(run_dir: str | Path, data: str | Path | None = None) -> LabeledRun:
     """The run's dataset (re-read and sha256-checked) with its ICM labels. `data` overrides a moved file."""
     rd = RunDir.open(run_dir)
@@ -70,7 +61,7 @@ def load_run(run_dir: str | Path, data: str | Path | None = None) -> LabeledRun:
     for key in ("data", "data_sha256", "task"):
         if key not in config:
             raise RunError(f"{rd.path / 'config.json'} has no {key!r}; was it written by `icm-lite label`?")
-    path = Path(data) if data is not None else Path(config["data"])
+    path = Path(data) if data is not None else resolve_data(config["data"], rd.path)
     if not path.is_file():
         raise DataError(f"the run's data file {path} is missing; pass its new location with --data")
     if file_sha256(path) != config["data_sha256"]:

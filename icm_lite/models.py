@@ -11,7 +11,6 @@ Example: resolve_model("gemma-3-270m").path -> ~/.cache/icm_lite/models/gemma-3-
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import importlib.util
 import os
@@ -22,6 +21,7 @@ from pathlib import Path
 
 import orjson
 
+from .data import file_sha256
 from .errors import ModelError
 from .gguf import inspect_gguf
 
@@ -42,14 +42,6 @@ def cache_dir() -> Path:
     return Path(os.environ.get("ICM_LITE_CACHE") or Path.home() / ".cache" / "icm_lite")
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _verified(path: Path, sha256: str) -> None:
     """sha256-check once; a marker keyed by size and mtime avoids re-hashing on every run."""
     st = path.stat()
@@ -61,7 +53,7 @@ def _verified(path: Path, sha256: str) -> None:
     except (OSError, UnicodeDecodeError):
         pass
     try:
-        got = _sha256(path)
+        got = file_sha256(path)
     except OSError as e:
         raise ModelError(f"cannot read model file {path}: {e.strerror or e}") from None
     if got != sha256:

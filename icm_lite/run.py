@@ -23,7 +23,6 @@ Example: job = start(RunConfig(data="d.jsonl", task=Task.builtin("claim")), "run
 
 from __future__ import annotations
 
-import hashlib
 import signal
 import threading
 import time
@@ -34,7 +33,7 @@ from typing import Callable, Sequence
 from .backend import STATS, Backend
 from .batches import BatchView, choose_carried, plan_batches
 from .config import RunConfig
-from .data import Dataset, load_dataset
+from .data import Dataset, file_sha256, load_dataset, resolve_data
 from .errors import RunError
 from .options import ModelOptions
 from .rundir import RunDir
@@ -42,14 +41,6 @@ from .scoring import Scorer
 from .search import Event, Search, SearchConfig
 
 STATE_VERSION = 3
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def open_backend(model_path, opts: ModelOptions) -> Backend:
@@ -355,17 +346,6 @@ class Job:
 
 
 # --- starting and resuming ------------------------------------------------------------------------------
-def resolve_data(path: str | Path, run_dir: Path | None = None) -> Path:
-    """A data path as given, or (for a relative path saved by an older run) found from the run directory."""
-    p = Path(path)
-    if p.is_absolute() or p.exists() or run_dir is None:
-        return p
-    for base in (run_dir, *run_dir.resolve().parents):
-        if (base / p).is_file():
-            return base / p
-    return p
-
-
 def start(config: RunConfig, out: str | Path, *, force: bool = False, backend: Backend | None = None,
           announce: Callable[[str], None] = lambda s: None) -> Job:
     """A new run: check the run directory, load data and model, cut batches, write config.json."""

@@ -21,26 +21,20 @@ from conftest import hidden_concept
 CLAIM = Task.builtin("claim")
 
 
-def fake(hidden, n_ctx=10**6):
-    b = FakeBackend(hidden, seed=3)
-    b.prefix, b.n_ctx = [], n_ctx  # what evaluate's context check reads from a real backend
-    return b
+def fake(hidden, n_ctx=10**6, **kw):
+    return FakeBackend(hidden, seed=3, n_ctx=n_ctx, **kw)
 
 
-class Recording:
-    """Wraps a backend and keeps every context it was asked to score."""
+class Recording(FakeBackend):
+    """The fake backend, keeping every context it was asked to score (one dict per plan)."""
 
     def __init__(self, inner):
-        self.inner, self.calls = inner, []
-        self.prefix, self.n_ctx, self.length = inner.prefix, inner.n_ctx, inner.length
-
-    @property
-    def tokens_evaluated(self):
-        return self.inner.tokens_evaluated
+        self.__dict__.update(inner.__dict__)
+        self.calls = []
 
     def run(self, root):
         self.calls.append(contexts(root))
-        return self.inner.run(root)
+        return super().run(root)
 
 
 def make(n_train=24, n_test=16, labels="concept", seed=1, unlabeled=4):
@@ -110,10 +104,11 @@ def test_gold_reaches_the_model_only_in_the_gold_condition():
         backend = Recording(fake(hidden))
         evaluate(shuffled, backend, test, seed=0)
         rec.append(backend.calls)
-    assert all(len(calls) == 4 for calls in rec)
+    assert all(len(calls) == 5 for calls in rec)
     for k in (0, 2, 3):  # icm, random, zero-shot
         assert rec[0][k] == rec[1][k] == rec[2][k]
     assert rec[0][1] != rec[1][1]  # the gold row does use gold
+    assert rec[0][4] != rec[1][4]  # and so does U of the gold labels (the fifth pass)
 
 
 def test_leave_one_out_without_a_test_file():
@@ -276,3 +271,42 @@ def test_cli_eval_on_a_real_model(tmp_path, smollm2_path):
 
     res = CliRunner().invoke(main, ["eval", str(run), "--model", "smollm2", "--n-ctx", "64", "--test", str(test)])
     assert res.exit_code == 2 and "n_ctx" in res.output
+
+
+def test_u_gap_says_which_gap_it_is():
+    """U of the ICM labels vs U of gold, on the same examples: gold higher = the search stopped short; ICM higher =
+    the model prefers other labels; and U of the ICM labels is the U the search itself reports."""
+    from icm_lite.evaluate import u_gap
+
+    run, _, hidden = make(unlabeled=0)
+    assert u_gap(run, fake(hidden))["gap"] == "equal"  # the ICM labels are the gold ones
+    half = list(run.labels)
+    for i in range(0, 24, 4):
+        half[i] = not half[i]  # a search that ended with 6 of 24 wrong
+    short = LabeledRun(None, {}, None, run.dataset, tuple(half), run.scores)
+    got = u_gap(short, fake(hidden))
+    assert got["gap"] == "search stopped short" and got["gold_same"] > got["icm"] + 0.1
+    # a model whose concept is the flip of gold: the flipped labels are what it finds most coherent
+    flipped = LabeledRun(None, {}, None, run.dataset, tuple(not h for h in run.dataset.gold), run.scores)
+    anti = fake([not h for h in hidden])
+    got = u_gap(flipped, anti)
+    assert got["gap"] == "model prefers other labels" and got["icm"] > got["gold_same"] + 0.1
+
+
+def test_u_of_the_icm_labels_is_what_the_search_reported(tmp_path):
+    from icm_lite.evaluate import u_gap
+    from icm_lite.rundir import RunDir
+    from icm_lite.search import SearchConfig
+
+    from conftest import job_for
+
+    examples, hidden = hidden_concept(20, seed=4)
+    ds = Dataset(tuple(examples), tuple(hidden), CLAIM, "mem")
+    job = job_for(ds, fake(hidden), SearchConfig(iterations=30, seed=1, alpha=5.0), RunDir.create(tmp_path / "r"))
+    summary = job.run()
+    searched = tuple(job.labels)
+    run = LabeledRun(tmp_path / "r", {"search": {"alpha": 5.0}}, summary, ds,
+                     tuple(y if y is not None else job.predicted.get(i, (None,))[0] for i, y in enumerate(searched)),
+                     tuple(None for _ in searched),
+                     tuple("search" if y is not None else "prediction" for y in searched))
+    assert u_gap(run, fake(hidden))["icm"] == pytest.approx(summary["U"], abs=1e-9)
