@@ -363,10 +363,14 @@ class LlamaBackend(Backend):
         if not self.auto_threads or self._decoding - self._checked_at < self.RECHECK_SECONDS:
             return
         self._checked_at = self._decoding
-        n = default_threads(0.05)
+        busy, cores = busy_cores(0.1), physical_cores()
+        n = max(1, cores - int(busy + 0.5))
+        if n > self.n_threads and busy > cores - n + 0.25:
+            return  # more threads only when the cores are clearly free: no flapping beside a half-busy neighbour
         if n != self.n_threads:
             self.n_threads = n
-            self._lc.llama_set_n_threads(self.ctx, n, n)
+            with _quiet():  # llama.cpp logs the change to stderr
+                self._lc.llama_set_n_threads(self.ctx, n, n)
 
 
 def _lse(x: np.ndarray) -> float:

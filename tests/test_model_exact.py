@@ -69,3 +69,18 @@ def test_label_token_ids_come_from_the_full_distribution(gemma_path):
     words = [b.piece(t) for t in b.true_ids]
     assert " True" in words and all(w.strip().lower() == "true" for w in words)
     assert not set(b.true_ids) & set(b.false_ids)
+
+
+@pytest.mark.parametrize("model", ["smollm2", "gemma"])
+def test_thread_count_does_not_change_scores(model, smollm2_path, gemma_path):
+    """The backend changes its thread count with the free cores (llama.py); the log-odds must not move."""
+    path = smollm2_path if model == "smollm2" else gemma_path
+    examples = _examples(10)
+    labels = [i % 3 != 0 for i in range(10)]
+    got = []
+    for threads in (1, 2):
+        b = LlamaBackend(path, ModelOptions(n_ctx=2048, n_threads=threads))
+        b.prepare(examples, ("True", "False"))
+        got.append(Scorer(b, examples).loo(labels))
+        b.close()
+    assert got[0] == got[1]
