@@ -16,16 +16,18 @@ not depend on how many workers there are or which one ran which batch.
   - Workers stream a few of their events while they search (at most 1 / STREAM_SECONDS), so the UI shows progress;
     every event reaches events.jsonl with the finished batch.
 
-It does not schedule (Ray places actors, `ray.wait` says which batch moved), split a batch, or keep a partial batch:
-one that was running when the driver stopped is redone on resume. Only this module imports ray, lazily.
+It has no scheduler of its own (a free worker takes the next batch in order; Ray places the actors and `ray.wait`
+says which one moved), never splits a batch, and keeps no partial batch: one that was running when the driver
+stopped is redone on resume. Only this module imports ray, lazily.
 
-Example: Job.run(on_event, executor=RayExecutor(workers=2)) -> batches 2..B on a local 2-worker Ray cluster
+Example: job.run(on_event, executor=RayExecutor(workers=2)) -> batches 2..B on a local 2-worker Ray cluster
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import socket
 import time
 from collections import deque
 from dataclasses import dataclass, replace
@@ -109,6 +111,18 @@ def canary_plan(job) -> Node:
     return trie([(demos + ((q, None),), q) for q in queries])
 
 
+def _check_reachable(address: str) -> None:
+    """Fail in one line at once when a HOST:PORT address does not answer (ray.init retries for minutes)."""
+    host, _, port = address.rpartition(":")
+    if "://" in address or not host or not port.isdigit():
+        return  # auto, ray://..., or a form Ray resolves itself
+    try:
+        socket.create_connection((host, int(port)), timeout=10).close()
+    except OSError as e:
+        raise UserError(f"cannot reach the Ray cluster at {address}: {e.strerror or e}; is `ray start --head` "
+                        "running there?") from None
+
+
 class Worker:
     """A Ray actor (ray.remote(Worker)): one backend, loaded and prepared once, that labels one batch per call."""
 
@@ -166,11 +180,14 @@ class RayExecutor:
 
     @classmethod
     def from_options(cls, opts: RayOptions, announce: Callable[[str], None] = lambda s: None) -> "RayExecutor | None":
-        """None when neither --workers nor --ray-address was given; a UserError at once when Ray is missing."""
+        """None when neither --workers nor --ray-address was given; a UserError at once when Ray is missing or the
+        cluster's address does not answer."""
         if opts.workers is None and opts.ray_address is None:
             return None
         need_ray()
         address = opts.ray_address or os.environ.get("RAY_ADDRESS") or None
+        if address:
+            _check_reachable(address)  # a typo found now, not after batch 1
         return cls(opts.workers, address, tolerance=opts.canary_tolerance, announce=announce)
 
     # --- the cluster ------------------------------------------------------------------------------------
@@ -184,7 +201,7 @@ class RayExecutor:
                 ray.init(address=self.address, **quiet)
             else:
                 ray.init(address="local", num_cpus=self.workers or 1, **quiet)
-        except ConnectionError as e:
+        except (ConnectionError, ValueError) as e:
             raise UserError(f"cannot join the Ray cluster at {self.address}: {one_line(e)}") from None
         return True
 
@@ -281,7 +298,7 @@ class RayExecutor:
 
         for k in range(n):
             start(k)
-        while waiting:
+        while queue or any(kind == "batch" for kind, _, _ in waiting.values()):  # not for workers still starting
             if should_stop():
                 return
             ready, _ = ray.wait(list(waiting), num_returns=1, timeout=0.2)
@@ -290,15 +307,19 @@ class RayExecutor:
                 try:
                     item = ray.get(w if kind == "ready" else next(w))
                 except (RayActorError, WorkerCrashedError) as e:
+                    if getattr(e, "actor_init_failed", False):  # e.g. icm_lite missing there: another try won't do
+                        detail = [line.strip() for line in str(e).splitlines() if line.strip()][-1]
+                        raise ModelError(f"a Ray worker could not start: {detail}") from None
                     lost(k, b, one_line(e).split(". ")[0])
                     continue
                 except RayTaskError as e:
                     cause = getattr(e, "cause", None)
                     if isinstance(cause, IcmError):
                         raise cause from None
-                    raise InternalError(f"batch {b + 1} failed on a Ray worker: {one_line(cause or e)}") from None
+                    what = "starting" if b is None else f"batch {b + 1}"
+                    raise InternalError(f"a Ray worker failed ({what}): {one_line(cause or e)}") from None
                 except StopIteration:
-                    raise InternalError(f"batch {b + 1}: a Ray worker ended without a result") from None
+                    raise InternalError(f"a Ray worker ended batch {b + 1} without a result") from None
                 if kind == "ready":
                     self._check(k, item, expected, tolerance, job)
                     starts[k] = 0

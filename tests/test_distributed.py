@@ -93,6 +93,12 @@ def test_workers_give_the_labels_of_the_plain_path(tmp_path, cluster, reference,
     assert remote[-1].iterations_done == 80 and remote[-1].labeled == sum(y is not None for y in reference["labels"])
 
 
+def test_a_worker_ray_cannot_place_does_not_hold_up_the_run(tmp_path, cluster, reference):
+    job = make_job(tmp_path / "run")  # 3 workers of 1 CPU each on a 2-CPU cluster: the third never starts
+    assert job.run(executor=RayExecutor(3, backend=FAKE))["finished"]
+    assert outcome(job) == reference
+
+
 class DiesOnce(FakeBackend):
     """Kills its own process (SIGKILL) at its 40th read, once per test: the first worker to get there wins the
     marker file; its replacement, and every other worker, find the marker and live."""
@@ -220,6 +226,14 @@ def test_cli_without_ray_says_how_to_get_it(tmp_path, monkeypatch):
     res = CliRunner().invoke(main, ["label", str(tmp_path / "d.jsonl"), "--out", str(tmp_path / "run"), "--workers", "2"])
     assert one_error(res, 2) == "error: --workers needs Ray: pip install 'icm-lite[ray]'"
     assert not (tmp_path / "run").exists()
+
+
+def test_cli_an_unreachable_cluster_is_one_line_before_the_model_loads(tmp_path):
+    pytest.importorskip("ray")
+    res = CliRunner().invoke(main, ["label", str(tmp_path / "d.jsonl"), "--out", str(tmp_path / "run"),
+                                    "--ray-address", "127.0.0.1:1"])
+    assert one_error(res, 2) == ("error: cannot reach the Ray cluster at 127.0.0.1:1: Connection refused; is `ray "
+                                 "start --head` running there?")
 
 
 # --- acceptance: SmolLM2 on two llama.cpp workers ---------------------------------------------------------------------
