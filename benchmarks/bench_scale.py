@@ -129,7 +129,8 @@ def main() -> None:
     args.iterations = args.iterations or (30 if args.real else 40)
 
     ray = need_ray()
-    ray.init(num_cpus=max(counts), include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
+    ray.init(address="local", num_cpus=max(counts), include_dashboard=False, log_to_driver=False,
+             logging_level=logging.ERROR)
     root = Path(tempfile.mkdtemp(prefix="bench_scale."))
     dataset, factory = (None, None) if args.real else fake_setup(args)
     rows = []
@@ -152,7 +153,8 @@ def main() -> None:
                       "speedup": round(base["seconds"] / r["seconds"], 2), "ideal": round(b / (1 + rounds), 2),
                       "phase_seconds": round(r["phase_seconds"], 2),
                       "phase_speedup": round(base["phase_seconds"] / r["phase_seconds"], 2),
-                      "phase_ideal": round((b - 1) / rounds, 2), "startup_seconds": round(r["startup_seconds"], 2) if w else None,
+                      "phase_ideal": round((b - 1) / rounds, 2),
+                      "startup_seconds": round(r["startup_seconds"], 2) if w else None,
                       "tokens": r["tokens"]})
     out = {"mode": "real" if args.real else "fake", "model": args.model if args.real else None, "batches": b,
            "iterations": args.iterations, "cost_us_per_token": None if args.real else args.cost_us,
@@ -167,7 +169,8 @@ def main() -> None:
         print("| " + " | ".join(head) + " |\n|" + "---|" * len(head))
         for r in table:
             print("| " + " | ".join(str(r[h]) for h in head) + " |")
-        print(f"speedups against {base['workers']} worker(s); phase = batches 2..B, after batch 1 ran alone on the driver")
+        print(f"speedups against {base['workers']} worker(s); phase = batches 2..B, after batch 1 ran alone on the "
+              "driver; startup = from batch 1's end to a worker's first event")
     sys.exit(0 if same else 1)
 
 

@@ -36,7 +36,7 @@ FAKE = functools.partial(FakeBackend, HIDDEN, seed=2)  # what every worker runs 
 def cluster():
     ray = pytest.importorskip("ray")
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the test's backends, for the workers
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
     yield ray
     ray.shutdown()
 
@@ -199,8 +199,9 @@ def fake_cli(monkeypatch, tmp_path):
     monkeypatch.setattr(run, "open_backend", lambda path, opts: FAKE())
     monkeypatch.setattr(distributed, "model_spec", lambda config, threads: FAKE)
     data = tmp_path / "claims.jsonl"
-    data.write_text("".join(json.dumps({"id": e.id, "question": f"Q{i}?", "choice": e.prompt, "consistency_id": e.group})
-                            + "\n" for i, e in enumerate(EXAMPLES)))
+    rows = [{"id": e.id, "question": f"Q{i}?", "choice": e.prompt, "consistency_id": e.group}
+            for i, e in enumerate(EXAMPLES)]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return data
 
 
@@ -223,15 +224,18 @@ def test_cli_workers_give_the_plain_labels(tmp_path, cluster, fake_cli):
 
 def test_cli_without_ray_says_how_to_get_it(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
-    res = CliRunner().invoke(main, ["label", str(tmp_path / "d.jsonl"), "--out", str(tmp_path / "run"), "--workers", "2"])
+    res = CliRunner().invoke(main, ["label", str(tmp_path / "d.jsonl"), "--out", str(tmp_path / "run"),
+                                    "--workers", "2"])
     assert one_error(res, 2) == "error: --workers needs Ray: pip install 'icm-lite[ray]'"
     assert not (tmp_path / "run").exists()
 
 
-def test_cli_an_unreachable_cluster_is_one_line_before_the_model_loads(tmp_path):
+@pytest.mark.parametrize("how", [["--ray-address", "127.0.0.1:1"], ["--workers", "2"]])
+def test_cli_an_unreachable_cluster_is_one_line_before_the_model_loads(tmp_path, monkeypatch, how):
+    """--ray-address, or RAY_ADDRESS with --workers alone (as under `ray job submit`)."""
     pytest.importorskip("ray")
-    res = CliRunner().invoke(main, ["label", str(tmp_path / "d.jsonl"), "--out", str(tmp_path / "run"),
-                                    "--ray-address", "127.0.0.1:1"])
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:1")
+    res = CliRunner().invoke(main, ["label", str(tmp_path / "d.jsonl"), "--out", str(tmp_path / "run"), *how])
     assert one_error(res, 2) == ("error: cannot reach the Ray cluster at 127.0.0.1:1: Connection refused; is `ray "
                                  "start --head` running there?")
 
