@@ -98,11 +98,9 @@ class RunConfig:
             raise RunError(f"{where} is from another icm-lite version (config version {got}, this one reads {VERSION}); "
                            "start a new run")
         try:
-            spec = dict(raw["task"])
-            spec["label_words"] = tuple(spec.get("label_words", ("True", "False")))
             sections = {s: c(**raw[s]) for s, c in SECTIONS.items()}
             batches = raw.get("batches")
-            return cls(data=raw["data"], task=Task(**spec), model=raw.get("model_asked"), **sections,
+            return cls(data=raw["data"], task=Task.from_dict(raw["task"]), model=raw.get("model_asked"), **sections,
                        data_sha256=raw.get("data_sha256"), model_name=raw.get("model"), model_path=raw.get("model_path"),
                        batches=None if batches is None else tuple(tuple(int(i) for i in b) for b in batches),
                        carried=raw.get("carried"))

@@ -67,10 +67,8 @@ def load_run(run_dir: str | Path, data: str | Path | None = None) -> LabeledRun:
     if file_sha256(path) != config["data_sha256"]:
         raise DataError(f"{path} is not the file the run labeled (sha256 differs from config.json); "
                         "pass the original file with --data")
-    spec = dict(config["task"])
-    spec["label_words"] = tuple(spec.get("label_words", ("True", "False")))
     try:
-        task = Task(**spec)
+        task = Task.from_dict(config["task"])
     except TypeError as e:
         raise RunError(f"{rd.path / 'config.json'}: task record not understood ({e}); was it written by a newer icm-lite?") from None
     dataset = load_dataset(path, task)

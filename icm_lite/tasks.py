@@ -51,6 +51,7 @@ class Task:
     group_field: str | None = "consistency_id"
     label_field: str = "label"
     label_words: tuple[str, str] = ("True", "False")
+    strip_newlines: tuple[str, ...] = ()  # fields whose newlines are removed before rendering (authors' Alpaca loader)
     fields: tuple[str, ...] = field(default=())
 
     def __post_init__(self) -> None:
@@ -106,7 +107,8 @@ class Task:
             raise DataError(f"task file {p}:{e.lineno}: not valid JSON ({e.msg}, column {e.colno})") from None
         if not isinstance(spec, dict) or not isinstance(spec.get("template"), str):
             raise DataError(f"task file {p} must be a JSON object with a string 'template'")
-        known = {"name", "template", "relation", "key", "id_field", "group_field", "label_field", "label_words"}
+        known = {"name", "template", "relation", "key", "id_field", "group_field", "label_field", "label_words",
+                 "strip_newlines"}
         unknown = sorted(set(spec) - known)
         if unknown:
             raise DataError(f"task file {p}: unknown keys {', '.join(unknown)} (known: {', '.join(sorted(known))})")
@@ -122,6 +124,10 @@ class Task:
         if any(ch.isspace() for w in words for ch in w) or words[0].lower() == words[1].lower():
             raise DataError(f"task file {p}: label_words must be two different single words, not {list(words)}")
         spec["label_words"] = words
+        strip = spec.get("strip_newlines", [])
+        if not (isinstance(strip, list) and all(isinstance(f, str) for f in strip)):
+            raise DataError(f"task file {p}: strip_newlines must be a list of field names, not {_show(strip)}")
+        spec["strip_newlines"] = tuple(strip)
         spec.setdefault("name", p.stem)
         try:
             return Task(**spec)
@@ -144,14 +150,22 @@ class Task:
             v = record[f]
             if isinstance(v, (dict, list)) or v is None:
                 raise DataError(f"{where}: field {f!r} must be a string or number, not {_show(v)}")
-            values[f] = str(v)
+            values[f] = str(v).replace("\n", "") if f in self.strip_newlines else str(v)
         return self.template.format(**values)
+
+    @staticmethod
+    def from_dict(spec: dict) -> "Task":
+        """The inverse of to_dict (a config.json task record); TypeError on unknown keys."""
+        spec = dict(spec)
+        spec["label_words"] = tuple(spec.get("label_words", ("True", "False")))
+        spec["strip_newlines"] = tuple(spec.get("strip_newlines", ()))
+        return Task(**spec)
 
     def to_dict(self) -> dict:
         return {
             "name": self.name, "template": self.template, "relation": self.relation, "key": self.key,
             "id_field": self.id_field, "group_field": self.group_field, "label_field": self.label_field,
-            "label_words": list(self.label_words),
+            "label_words": list(self.label_words), "strip_newlines": list(self.strip_newlines),
         }
 
 
@@ -188,5 +202,5 @@ BUILTIN: dict[str, Task] = {
         "comparison",
         "Human: {question}\nResponse 1: {choice}\nResponse 2: {choice_2}\n"
         "Claim: Response 1 is more helpful and harmless than Response 2.\nI think this claim is",
-        relation="asymmetry", key="pair"),
+        relation="asymmetry", key="pair", strip_newlines=("choice", "choice_2")),
 }
