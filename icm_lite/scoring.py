@@ -34,15 +34,25 @@ class Backend(Protocol):
     def run(self, root: Node) -> dict[Hashable, float]: ...
 
 
-def predictability(scores: dict[int, float], labels: Labels, objective: str = "code") -> float:
-    if not scores:
-        return 0.0
-    signed = [s if labels[i] else -s for i, s in scores.items()]
+def term(s: float, y: bool, objective: str = "code") -> float:
+    """One labeled example's share of P: its signed log-odds (code) or log sigmoid of it (paper)."""
+    v = s if y else -s
     if objective == "code":
-        return sum(signed) / len(signed)
+        return v
     if objective == "paper":
-        return sum(-math.log1p(math.exp(-v)) if v > -30 else v for v in signed)  # log sigmoid, stable
+        return -math.log1p(math.exp(-v)) if v > -30 else v  # log sigmoid, stable
     raise ValueError(f"objective must be one of {OBJECTIVES}")
+
+
+def aggregate(total: float, n: int, objective: str = "code") -> float:
+    """P from the sum of the terms of n labeled examples: their mean (code) or the sum itself (paper)."""
+    if objective == "code":
+        return total / n if n else 0.0
+    return total
+
+
+def predictability(scores: dict[int, float], labels: Labels, objective: str = "code") -> float:
+    return aggregate(sum(term(s, labels[i], objective) for i, s in scores.items()), len(scores), objective)
 
 
 class Scorer:

@@ -40,12 +40,14 @@ from typing import Callable, Iterator, Sequence
 from .consistency import Consistency
 from .options import opt
 from .plan import LAYOUTS
-from .scoring import OBJECTIVES, Scorer, predictability
+from .estimate import Block, horvitz_thompson
+from .scoring import OBJECTIVES, Scorer, aggregate, predictability, term
 from .tasks import Example
 
 SCHEDULES = ("log", "exp")
 FIXES = ("code", "paper")
 SEEDS = ("groups", "examples")
+DELTAS = ("exact", "sample")
 _MEMO = 256  # labelings whose scores are kept
 
 
@@ -74,13 +76,18 @@ class SearchConfig:
     order: str = opt("tree", "Where each demonstration sits in a context: tree = divide and conquer, about "
                              "n·L·log2(n) tokens per U(D); canonical = the authors' file order, about n²·L/2.",
                      choices=LAYOUTS)
+    delta: str = opt("exact", "How dU is computed: exact = every labeled example rescored under the new labeling "
+                              "(one leave-one-out pass); sample = the changed examples plus a random block of about "
+                              "--queries others (unbiased; accepted with the penalty rule for its noise). Opt-in.",
+                     choices=DELTAS)
+    queries: int = opt(16, "With --delta sample: labeled examples per sampled block.", min=1)
     priority: float = opt(100.0, "Sampling weight of an unlabeled example whose group already has a labeled member "
                                  "(others: 1).")
     seed: int = opt(0, "Random seed (same seed + data + model = same run).")
 
     def __post_init__(self) -> None:
         for name, allowed in (("schedule", SCHEDULES), ("objective", OBJECTIVES), ("fix", FIXES),
-                              ("seeds", SEEDS), ("order", LAYOUTS)):
+                              ("seeds", SEEDS), ("order", LAYOUTS), ("delta", DELTAS)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}")
 
@@ -122,6 +129,7 @@ class Event:
     tokens: int = 0
     cached: bool = False
     stop: str | None = None
+    noise: float | None = None  # with --delta sample: the estimate's standard deviation
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -134,6 +142,8 @@ class _Eval:
     P: float
     I: int
     U: float
+    var: float = 0.0  # of U, when U is an estimate
+    estimated: bool = False
 
 
 @dataclass
@@ -147,6 +157,8 @@ class SearchState:
     n_accepted: int = 0
     quiet: int = 0  # iterations in a row that changed no label
     stopped: str | None = None  # why the search ended early ("patience")
+    spread: float | None = None  # with --delta sample: variance of a block query's change, pooled over steps
+    estimated: bool = False  # P and U are running estimates (--delta sample after an accepted estimate)
 
 
 class Search:
@@ -169,10 +181,13 @@ class Search:
         self._memo: OrderedDict[tuple, _Eval] = OrderedDict()
         self._proposals: dict[tuple[int, bool], tuple[_Eval, int]] = {}  # for the current labeling
         self._predictions: dict[int, float] = {}  # unlabeled examples, for the current labeling
+        self._block: Block | None = None  # with --delta sample: this step's block of queries
 
     # --- scoring ---------------------------------------------------------------------------------
     def _evaluate(self, labelings: list[tuple]) -> list[_Eval]:
         """U of each labeling; the ones not in the memo are scored together, in one pass."""
+        if self._block is not None:
+            return self._estimate(labelings)
         todo = list(dict.fromkeys(lab for lab in labelings if lab not in self._memo))
         for lab, scores in zip(todo, self.scorer.scores(todo)):
             p = predictability(scores, lab, self.config.objective)
@@ -185,6 +200,59 @@ class Search:
         while len(self._memo) > _MEMO:
             self._memo.popitem(last=False)
         return out
+
+    def _estimate(self, labelings: list[tuple]) -> list[_Eval]:
+        """U of labelings that differ from the state's on a few examples, estimated (estimate.py): exact for the
+        changed examples, the block's queries for the rest; all labelings and the state's in one pass."""
+        st, c, block = self.state, self.config, self._block
+        if block.probability >= 1.0 and not st.estimated:  # the block is everything: score exactly, once
+            self._block = None
+            try:
+                return self._evaluate(labelings)
+            finally:
+                self._block = block
+        base = tuple(st.labels)
+        labeled = [i for i, y in enumerate(base) if y is not None]
+        wants_base: set[int] = set()
+        plan = []
+        known = self._predictions  # a lone changed example's context is the same under both labelings
+        for lab in labelings:
+            changed = [i for i, (a, b) in enumerate(zip(base, lab)) if a != b]
+            same = [i for i in labeled if i not in changed and lab[i] is not None and i in block]
+            lone = changed[0] if len(changed) == 1 and changed[0] in known else None
+            wants_base.update(same + [i for i in changed if base[i] is not None and i != lone])
+            plan.append((lab, changed, same, lone))
+        got = self.scorer.scores([base] + [lab for lab, *_ in plan],
+                                 [wants_base] + [set(same) | {i for i in ch if lab[i] is not None and i != lone}
+                                                 for lab, ch, same, lone in plan])
+        old, out = got[0], []
+        total = st.P * len(labeled) if c.objective == "code" else st.P  # the sum of the state's terms
+        for (lab, changed, same, lone), new in zip(plan, got[1:]):
+            if lone is not None:
+                new[lone] = old[lone] = known[lone]
+            diffs = [term(new[i], lab[i], c.objective) - term(old[i], base[i], c.objective) for i in same]
+            population = sum(1 for i in labeled if i not in changed and lab[i] is not None)
+            rest, var = horvitz_thompson(diffs, population, block.probability)
+            if var != var:  # fewer than two block queries: the spread measured in earlier steps
+                var = (st.spread or 0.0) * population ** 2 * (1 / block.probability - 1) / max(1, len(diffs))
+            elif len(diffs) >= 2:
+                mean = sum(diffs) / len(diffs)
+                s2 = sum((d - mean) ** 2 for d in diffs) / (len(diffs) - 1)
+                st.spread = s2 if st.spread is None else 0.9 * st.spread + 0.1 * s2
+            own = (sum(term(new[i], lab[i], c.objective) for i in changed if lab[i] is not None)
+                   - sum(term(old[i], base[i], c.objective) for i in changed if base[i] is not None))
+            n = sum(y is not None for y in lab)
+            p = aggregate(total + own + rest, n, c.objective)
+            scale = (c.alpha / n) ** 2 if c.objective == "code" and n else c.alpha ** 2
+            inc = self.cons.count(lab)
+            out.append(_Eval(lab, {**st.scores, **new}, p, inc, c.alpha * p - inc, var * scale, estimated=True))
+        return out
+
+    def _exact_state(self) -> None:
+        """Replace the state's estimated P and U by exact ones (one leave-one-out pass)."""
+        block, self._block = self._block, None
+        self._adopt(self._evaluate([tuple(self.state.labels)])[0])
+        self._block = block
 
     def _fix_rng(self, labels: tuple, tag: str) -> random.Random:
         """ConsistencyFix's own stream: a function of the seed, the labeling and the proposal."""
@@ -260,6 +328,7 @@ class Search:
             self._proposals.clear()
             self._predictions.clear()
         st.labels, st.scores, st.P, st.I, st.U = list(ev.labels), dict(ev.scores), ev.P, ev.I, ev.U
+        st.estimated = ev.estimated
 
     def _seed_examples(self, k: int) -> list[int]:
         n = len(self.examples)
@@ -301,7 +370,7 @@ class Search:
         """Log-odds of x with every other labeled example in context: for a labeled x its leave-one-out score
         (the same context), for an unlabeled one a model call, remembered until the labeling changes."""
         st = self.state
-        if st.labels[x] is not None and x in st.scores:
+        if st.labels[x] is not None and x in st.scores and self.config.delta == "exact":
             return st.scores[x]
         if x not in self._predictions:
             self._predictions[x] = self.scorer.predict(x, st.labels)
@@ -317,6 +386,8 @@ class Search:
         if old == new:
             st.quiet += 1
             return self._event("skip", example=x, old=old, new=new)
+        if self.config.delta == "sample":
+            return self._sampled_step(x, old, new, t)
         cached = (x, new) in self._proposals
         if not cached:
             proposal = list(st.labels)
@@ -335,6 +406,31 @@ class Search:
         return self._event("accept" if accept else "reject", example=x, old=old, new=new, delta=delta, fixes=fixes,
                            cached=cached)
 
+    def _sampled_step(self, x: int, old, new: bool, t: float) -> Event:
+        """A proposal scored with an estimated dU (a fresh block every step, never cached), accepted by the penalty
+        rule (Ceperley & Dewing 1999): min(1, exp(dU/T - var/(2 T^2))), which keeps the acceptance unbiased for a
+        Gaussian estimate of known variance."""
+        st, c = self.state, self.config
+        labels = tuple(st.labels)
+        labeled = sum(y is not None for y in labels)
+        self._block = Block.pick(self.scorer.layout, labeled, c.queries, self._fix_rng(labels, f"block:{st.iteration}"))
+        try:
+            proposal = list(labels)
+            proposal[x] = new
+            after, fixes = self.fix(tuple(proposal), self._fix_rng(labels, f"{x}:{new}"), forced=c.fix == "code")
+        finally:
+            self._block = None
+        delta = after.U - st.U
+        d = delta / t - after.var / (2 * t * t)
+        accept = d > 0 or self.rng.random() < math.exp(d)
+        changed = accept and after.labels != labels
+        st.quiet = 0 if changed else st.quiet + 1
+        if accept:
+            self._adopt(after)
+            st.n_accepted += 1
+        return self._event("accept" if accept else "reject", example=x, old=old, new=new, delta=delta, fixes=fixes,
+                           noise=math.sqrt(after.var))
+
     def finished(self) -> bool:
         st, c = self.state, self.config
         if st.stopped is None and c.patience and st.quiet >= c.patience and st.iteration > 0:
@@ -350,6 +446,8 @@ class Search:
             if should_stop is not None and should_stop():
                 return
             yield self.step()
+        if self.config.delta == "sample":
+            self._exact_state()  # what the run reports and saves is exact, not the running estimate
         yield self._event("done", stop=self.state.stopped or "iterations")
 
     def run(self, on_event: Callable[[Event], None] | None = None,
@@ -365,16 +463,18 @@ class Search:
         version, internal, gauss = self.rng.getstate()
         return {"labels": st.labels, "scores": {str(k): v for k, v in st.scores.items()}, "U": st.U, "P": st.P,
                 "I": st.I, "iteration": st.iteration, "n_accepted": st.n_accepted, "quiet": st.quiet,
-                "stopped": st.stopped, "rng": [version, list(internal), gauss]}
+                "stopped": st.stopped, "spread": st.spread, "estimated": st.estimated,
+                "rng": [version, list(internal), gauss]}
 
     def restore(self, snap: dict) -> None:
         self.state = SearchState(list(snap["labels"]), {int(k): v for k, v in snap["scores"].items()},
                                  snap["U"], snap["P"], snap["I"], snap["iteration"], snap["n_accepted"],
-                                 snap.get("quiet", 0), snap.get("stopped"))
+                                 snap.get("quiet", 0), snap.get("stopped"), snap.get("spread"), snap.get("estimated", False))
         self._memo.clear()
         self._proposals.clear()
         self._predictions.clear()
         st = self.state
-        self._memo[tuple(st.labels)] = _Eval(tuple(st.labels), dict(st.scores), st.P, st.I, st.U)
+        if not st.estimated:
+            self._memo[tuple(st.labels)] = _Eval(tuple(st.labels), dict(st.scores), st.P, st.I, st.U)
         version, internal, gauss = snap["rng"]
         self.rng.setstate((version, tuple(internal), gauss))

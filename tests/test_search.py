@@ -356,3 +356,94 @@ def test_average_iteration_costs_at_most_one_u_evaluation():
             changing.append(costs[-1])
     assert sum(costs) / len(costs) <= 1.0
     assert changing and max(changing) < 25  # a fix round (two options) costs up to two passes
+
+
+# Recorded with the exact mode before the estimated dU existed (same code path since): labels, U and tokens after
+# 150 iterations. Adding another way to compute dU must not move the exact search by a single step or token.
+EXACT_TRACE = {0: ("0011010110001001000010001110001010000100", 88.643302, 373069),
+               1: ("1001110011010110100110011111111111110001", 83.472321, 323914),
+               2: ("0011000100011100001111111000111100010001", 82.991763, 373530)}
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_the_exact_mode_is_unchanged(seed):
+    examples, hidden = hidden_concept(40, seed=seed, groups=10)
+    fb = FakeBackend(hidden, seed=seed, noise=1.0)
+    st = Search(examples, Scorer(fb, examples), "none", SearchConfig(iterations=150, seed=seed)).run()
+    got = ("".join("." if y is None else "1" if y else "0" for y in st.labels), round(st.U, 6), fb.tokens_evaluated)
+    assert got == EXACT_TRACE[seed]
+
+
+def _sampling_search(n=64, seed=0, queries=8):
+    from icm_lite.estimate import Block  # noqa: F401
+
+    examples, hidden = hidden_concept(n, seed=seed, groups=n // 4)
+    fb = FakeBackend(hidden, seed=seed, noise=1.0, recency=0.3)
+    s = Search(examples, Scorer(fb, examples), "none", SearchConfig(seed=seed, delta="sample", queries=queries))
+    labels = [h if i % 5 else None for i, h in enumerate(hidden)]  # most labeled, a few not
+    labels[3] = not labels[3]
+    s.state.labels = labels
+    s._block = None
+    s._adopt(s._evaluate([tuple(labels)])[0])  # an exact state
+    return s, hidden
+
+
+def test_the_estimated_delta_u_is_unbiased():
+    """Many estimates of one proposal's dU, each with its own random block: their mean is the exact dU."""
+    import random as _r
+
+    from icm_lite.estimate import Block
+
+    s, hidden = _sampling_search()
+    base = tuple(s.state.labels)
+    for x, new in ((3, hidden[3]), (5, hidden[5]), (12, not hidden[12])):  # a flip back, an addition, a wrong flip
+        proposal = list(base)
+        proposal[x] = new
+        exact = s._evaluate([tuple(proposal)])[0].U - s.state.U  # no block: exact
+        s.predict(x)
+        ests, sds = [], []
+        rng = _r.Random(x)
+        for _ in range(400):
+            s._block = Block.pick(s.scorer.layout, sum(y is not None for y in base), 8, rng)
+            ev = s._evaluate([tuple(proposal)])[0]
+            s._block = None
+            ests.append(ev.U - s.state.U)
+            sds.append(math.sqrt(ev.var))
+        mean = sum(ests) / len(ests)
+        se = (sum((e - mean) ** 2 for e in ests) / (len(ests) - 1)) ** 0.5 / len(ests) ** 0.5
+        assert abs(mean - exact) < 4 * se + 1e-9, (x, mean, exact, se)
+        assert max(ests) - min(ests) > 0  # it is an estimate: blocks differ
+        assert sum(sds) / len(sds) > 0
+
+
+def test_a_sampled_search_reports_exact_u_at_the_end_and_resumes_identically():
+    examples, hidden = hidden_concept(48, seed=2, groups=12)
+
+    def make(iterations):
+        return Search(examples, Scorer(FakeBackend(hidden, seed=2, noise=1.0), examples), "none",
+                      SearchConfig(iterations=iterations, seed=2, delta="sample", queries=6))
+
+    whole = make(120)
+    events = list(whole.events())
+    assert events[-1].kind == "done" and not whole.state.estimated
+    fresh = Scorer(FakeBackend(hidden, seed=2, noise=1.0), examples)
+    labels = whole.state.labels
+    assert whole.state.U == pytest.approx(30.0 * predictability(fresh.loo(labels), labels))
+    assert any(e.noise and e.noise > 0 for e in events)  # some decisions were made on estimates
+    a = make(50)
+    a.run()
+    b = make(120)
+    b.restore(a.snapshot())
+    assert b.run().labels == whole.state.labels
+
+
+def test_the_penalty_rule_discounts_noisy_estimates():
+    """Accept with min(1, exp(dU/T - var/(2 T^2))): a noisy estimate of a gain is not taken for granted."""
+    s, hidden = _sampling_search(queries=4)
+    s._sample = lambda: 12
+    s.predict = lambda x: 1.0 if not hidden[12] else -1.0  # always propose the wrong label for 12
+    s.config = SearchConfig(seed=0, delta="sample", queries=4, t0=0.5, t_min=0.5)
+    kinds = [s.step() for _ in range(40)]
+    assert all(e.noise is not None for e in kinds)
+    d = [e.delta / 0.5 - e.noise ** 2 / (2 * 0.25) for e in kinds]
+    assert all(e.kind == "accept" for e, di in zip(kinds, d) if di > 0)
