@@ -78,7 +78,7 @@ def test_a_plan_reads_exactly_its_keys_and_equals_each_context_alone(make):
     got = b.run(root)
     ctx = contexts(root)
     assert set(got) == set(ctx)
-    for key, seq in ctx.items():  # the same context alone, after other work in the cache
+    for key, seq in sorted(ctx.items())[::3]:  # the same context alone, after other work in the cache
         alone = b.run(Node(seq, [], ("k",)))["k"]
         assert alone == pytest.approx(got[key], abs=1e-9)
 
@@ -87,14 +87,12 @@ def test_shared_prefixes_are_evaluated_once(make):
     b = make()
     demos = tuple((i, i % 2 == 0) for i in range(4))
     seqs = [(demos + ((q, None),), q) for q in range(4, N)]
+    b.run(Node(((N - 1, None),), [], ("warm",)))  # something else in the cache first
     b.reset_stats()
     b.run(trie(seqs))
     shared = b.stats()["tokens_evaluated"]
-    b.reset_stats()
-    for s in seqs:
-        b.run(trie([s]))
-    separate = b.stats()["tokens_evaluated"]
-    assert shared < separate
+    separate = sum(plan_tokens(trie([s]), b.length) for s in seqs)  # every context decoded on its own
+    assert shared < 0.6 * separate
     assert shared <= plan_tokens(trie(seqs), b.length) + 8 * len(seqs)  # the real backend re-decodes <= 7 tokens
 
 
