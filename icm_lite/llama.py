@@ -128,6 +128,8 @@ class LlamaBackend(Backend):
         import llama_cpp
 
         opts = opts or ModelOptions()
+        if opts.kv_type == "q8_0" and not opts.flash_attn:
+            raise UserError("--kv-type q8_0 needs --flash-attn: llama.cpp quantizes the V cache only with flash attention")
         self._lc = llama_cpp
         self.n_ctx = opts.n_ctx
         self.n_batch = opts.n_batch
@@ -159,6 +161,8 @@ class LlamaBackend(Backend):
         p.flash_attn_type = (llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED if opts.flash_attn
                              else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED)
         p.no_perf = True
+        p.type_k = p.type_v = {"f16": llama_cpp.GGML_TYPE_F16, "f32": llama_cpp.GGML_TYPE_F32,
+                               "q8_0": llama_cpp.GGML_TYPE_Q8_0}[opts.kv_type]
         with _quiet():
             self.ctx = llama_cpp.llama_init_from_model(self.model, p)
         if not self.ctx:

@@ -52,6 +52,8 @@ class ModelOptions:
                                       "spin-wait: one busy core stalls every decode).", min=1, resumable=False)
     n_batch: int = opt(512, "Tokens per llama.cpp decode call.", min=8)
     flash_attn: bool = opt(False, "Flash attention (faster on GPU; moves scores by ~0.1 nats).", flag=True)
+    kv_type: str = opt("f16", "KV-cache type: f16, f32 (twice the memory) or q8_0 (half; for 8B models on small GPUs; "
+                              "moves scores).", choices=KV_TYPES)
 
 
 @dataclass(frozen=True)

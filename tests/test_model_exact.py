@@ -84,3 +84,19 @@ def test_thread_count_does_not_change_scores(model, smollm2_path, gemma_path):
         got.append(Scorer(b, examples).loo(labels))
         b.close()
     assert got[0] == got[1]
+
+
+def test_kv_type_is_passed_to_llama_cpp(smollm2_path):
+    """--kv-type reaches the context (f32 scores differ from f16 ones) and q8_0 without flash attention is refused."""
+    from icm_lite.errors import UserError
+
+    examples = _examples(4)
+    got = {}
+    for kv in ("f16", "f32"):
+        b = LlamaBackend(smollm2_path, ModelOptions(n_ctx=1024, kv_type=kv, n_threads=1))
+        b.prepare(examples, ("True", "False"))
+        got[kv] = Scorer(b, examples).loo([True, False, True, False])
+        b.close()
+    assert got["f16"] != got["f32"]
+    with pytest.raises(UserError, match="--kv-type q8_0 needs --flash-attn"):
+        LlamaBackend(smollm2_path, ModelOptions(n_ctx=1024, kv_type="q8_0"))
