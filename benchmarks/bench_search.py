@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from icm_lite.data import load_dataset  # noqa: E402
-from icm_lite.plan import compare_plan, plan_tokens  # noqa: E402
+from icm_lite.plan import plan_tokens  # noqa: E402
 from icm_lite.scoring import Scorer  # noqa: E402
 from icm_lite.search import Search, SearchConfig  # noqa: E402
 from icm_lite.tasks import Task  # noqa: E402
@@ -56,7 +56,8 @@ def main() -> None:
         name = "fake"
     else:
         from icm_lite.models import resolve_model
-        from icm_lite.run import ModelOptions, open_backend
+        from icm_lite.options import ModelOptions
+        from icm_lite.run import open_backend
 
         ref = resolve_model(args.model)
         backend = open_backend(ref.path, ModelOptions(n_ctx=8192))
@@ -67,7 +68,7 @@ def main() -> None:
                                                                       alpha=args.alpha, t0=args.t0))
 
     def u_cost(labels) -> int:
-        return plan_tokens(compare_plan(scorer.demos(labels), [], [{}], scorer.group_of), backend.length)
+        return plan_tokens(scorer.plan([labels]), backend.length)
 
     t0 = time.perf_counter()
     search.start()
@@ -76,14 +77,14 @@ def main() -> None:
         before_tokens, labels = backend.tokens_evaluated, list(search.state.labels)
         ev = search.step()
         unit = u_cost(labels) or 1
-        rows.append((ev.kind, (backend.tokens_evaluated - before_tokens) / unit, ev.fixes))
+        rows.append((ev.kind, (backend.tokens_evaluated - before_tokens) / unit, ev.fixes, ev.cached))
     seconds = time.perf_counter() - t0
 
     props = [r for r in rows if r[0] in ("accept", "reject")]
     out = {
         "model": name, "n": len(examples), "iterations": len(rows), "proposals_changing_a_label": len(props),
         "skips": sum(r[0] == "skip" for r in rows), "accepted": sum(r[0] == "accept" for r in rows),
-        "fixes_applied": sum(r[2] for r in props),
+        "fixes_applied": sum(r[2] for r in props), "repeats_reused": sum(r[3] for r in props),
         "u_evals_per_iteration": round(statistics.mean(r[1] for r in rows), 3),
         "u_evals_per_changing_proposal": round(statistics.mean(r[1] for r in props), 3) if props else None,
         "u_evals_per_skip": round(statistics.mean(r[1] for r in rows if r[0] == "skip"), 3) if len(props) < len(rows) else None,

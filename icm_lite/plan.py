@@ -15,10 +15,12 @@ would otherwise reward or punish the change itself). Two layouts:
   tree       divide and conquer: split the examples into halves A and B; B is pushed once as the shared
              prefix of every leaf in A, and A for every leaf in B; recurse. Each level pushes every labeled
              demonstration once, so one U(D) costs about n·L·log2(n) tokens plus n queries instead of n²·L.
-             The examples are `spread` first (every group's first members, then its second members, ...),
-             so a query's groupmates sit in an early block of its context: with groups kept contiguous they
-             would be the deepest split, right before the query, where a model that copies the most recent
-             label reads the opposite label of a pair-mate as evidence (measured: benchmarks/README.md).
+             The leaves are the examples in a seeded random order (`shuffled`): the demonstration right before
+             a query is its sibling in the tree, and a model that copies the most recent label rewards
+             labelings in which siblings agree. Any regular order gives that reward a pattern the search can
+             find (file order: a pair-mate is the sibling; every group's first members, then the second ones:
+             "first of the pair = True" scored above gold, measured: benchmarks/README.md); a random order
+             gives it none.
   canonical  the authors' order: every query after all other labeled examples in file order (groups
              contiguous); built as a trie, about n²·L/2 tokens per U(D).
 
@@ -30,6 +32,7 @@ Example: walk(build(tree_layout([0, 1, 2]), [[True, False, None]]), ops) -> {(0,
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass, field
 from typing import Callable, Hashable, Protocol, Sequence
 
@@ -95,22 +98,12 @@ def _leaf(i: int) -> Slot:
     return Slot(1 << i, [], i)
 
 
-def spread(order: Sequence[int], group_of: Callable[[int], Hashable]) -> list[int]:
-    """The examples by their rank inside their consistency group, then in `order`: the first member of every
-    group, then every second member, ... A divide-and-conquer tree over this order puts a group's members in
-    different halves, so a query's groupmates sit early in its context, never right before it.
+def shuffled(order: Sequence[int], seed: int) -> list[int]:
+    """The examples in a seeded random order: the tree layout's leaves.
 
-    Example: spread([0, 1, 2, 3], lambda i: i // 2) -> [0, 2, 1, 3]
+    Example: shuffled([0, 1, 2, 3], 0) -> a fixed permutation of [0, 1, 2, 3]
     """
-    seen: dict[Hashable, int] = {}
-    rank = {}
-    for i in order:
-        g = group_of(i)
-        key = ("solo", i) if g is None else g
-        rank[i] = seen.get(key, 0)
-        seen[key] = rank[i] + 1
-    pos = {i: k for k, i in enumerate(order)}
-    return sorted(order, key=lambda i: (rank[i], pos[i]))
+    return random.Random(seed).sample(list(order), len(order))
 
 
 def tree_layout(order: Sequence[int]) -> Slot:
@@ -134,9 +127,10 @@ def canonical_layout(order: Sequence[int]) -> Slot:
     return chain
 
 
-def layout(kind: str, order: Sequence[int], group_of: Callable[[int], Hashable]) -> Slot:
+def layout(kind: str, order: Sequence[int], seed: int = 0) -> Slot:
+    """The layout of `order` (the examples in canonical order); the tree's leaves are a seeded shuffle of it."""
     if kind == "tree":
-        return tree_layout(spread(order, group_of))
+        return tree_layout(shuffled(order, seed))
     if kind == "canonical":
         return canonical_layout(order)
     raise ValueError(f"layout must be one of {LAYOUTS}")

@@ -80,8 +80,9 @@ def batch_search(dataset: Dataset, backend: Backend, config: SearchConfig, index
     view = backend
     if carried or list(index) != list(range(len(dataset.examples))):
         view = BatchView(backend, index, carried)
-    return Search(examples, Scorer(view, examples, config.order), dataset.task.relation,
-                  replace(config, seed=batch_seed(config.seed, batch)), ranked_seeds=bool(carried))
+    seed = batch_seed(config.seed, batch)
+    return Search(examples, Scorer(view, examples, config.order, seed), dataset.task.relation,
+                  replace(config, seed=seed), ranked_seeds=bool(carried))
 
 
 def fill(search: Search) -> dict[int, tuple[bool, float]]:

@@ -5,7 +5,7 @@ import math
 import pytest
 
 from icm_lite.fake import FakeBackend
-from icm_lite.plan import LAYOUTS, build, canonical_layout, contexts, layout, plan_tokens, spread, tree_layout
+from icm_lite.plan import LAYOUTS, build, canonical_layout, contexts, layout, plan_tokens, shuffled, tree_layout
 from icm_lite.scoring import Scorer
 from icm_lite.tasks import Example
 
@@ -24,7 +24,7 @@ def test_every_context_holds_all_other_labeled_examples_once(n, kind):
     labels = _labels(n)
     if n > 3:
         labels[2] = None  # unlabeled: in no context, not read
-    ctx = contexts(build(layout(kind, range(n), lambda i: None), [labels]))
+    ctx = contexts(build(layout(kind, range(n)), [labels]))
     assert set(ctx) == {(0, i) for i in range(n) if labels[i] is not None}
     for (_, i), seq in ctx.items():
         *others, query = seq
@@ -40,7 +40,7 @@ def test_canonical_layout_is_file_order():
 
 def test_canonical_layout_keeps_groups_contiguous():
     groups = [str(i // 4) for i in range(24)]  # six groups of four
-    ctx = contexts(build(layout("canonical", range(24), lambda i: groups[i]), [[True] * 24]))
+    ctx = contexts(build(layout("canonical", range(24)), [[True] * 24]))
     for seq in ctx.values():
         seen, last = [], None
         for i, _ in seq[:-1]:
@@ -50,23 +50,15 @@ def test_canonical_layout_keeps_groups_contiguous():
                 last = groups[i]
 
 
-@pytest.mark.parametrize("size", [2, 3, 4])
-def test_tree_layout_keeps_groupmates_away_from_the_query(size):
-    """A query's groupmates sit in the first half of its context (a model that copies the most recent labels
-    would otherwise read a pair-mate's opposite label as evidence against the query's own)."""
-    n = 12 * size
-    group = [i // size for i in range(n)]
-    ctx = contexts(build(layout("tree", range(n), lambda i: group[i]), [[True] * n]))
-    for (_, i), seq in ctx.items():
-        ids = _ids(seq[:-1])
-        for j in ids:
-            if group[j] == group[i]:
-                assert ids.index(j) < len(ids) * 3 / 4, (i, j, ids)
-        assert group[ids[-1]] != group[i]
-
-
-def test_spread_interleaves_group_members():
-    assert spread([0, 1, 2, 3, 4], lambda i: (i // 2) if i < 4 else None) == [0, 2, 4, 1, 3]
+def test_the_tree_layout_is_a_seeded_shuffle():
+    """The sibling right before each query follows no pattern of the file: not the pair-mate, not the same slot."""
+    n = 40
+    group = [i // 2 for i in range(n)]  # pairs, first member at even positions
+    ctx = contexts(build(layout("tree", range(n), seed=3), [[True] * n]))
+    last = {i: seq[-2][0] for (_, i), seq in ctx.items()}
+    assert sum(group[last[i]] == group[i] for i in range(n)) <= 4  # the pair-mate is rarely the last demo
+    assert 8 <= sum(last[i] % 2 == i % 2 for i in range(n)) <= 32  # nor is the same position in a pair
+    assert shuffled(range(n), 3) == shuffled(range(n), 3) != shuffled(range(n), 4)
 
 
 @pytest.mark.parametrize("kind", LAYOUTS)
@@ -81,7 +73,7 @@ def test_a_changed_example_sits_at_its_own_place_not_last(kind):
     added[7] = True  # a proposal: label an unlabeled example
     flipped = list(added)
     flipped[11] = not flipped[11]  # and a ConsistencyFix changes another
-    lay = layout(kind, range(n), lambda i: None)
+    lay = layout(kind, range(n))
     both = contexts(build(lay, [base, added, flipped]))
     alone = contexts(build(lay, [base]))
     last = 0
