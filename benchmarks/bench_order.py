@@ -5,8 +5,9 @@ state; the search never does), each of M unlabeled candidates x is added with it
 label, and P(D + x) - P(D) is computed under three demonstration orders:
 
   last       the old plan: x placed right before every query (the other examples in canonical order)
-  tree       icm_lite's layout: every example at its own place in a divide-and-conquer tree over the
-             spread order (groupmates in different halves; plan.py)
+  tree       icm_lite's layout: every example at its own place in a divide-and-conquer tree whose leaves are
+             a seeded shuffle of the batch (plan.py)
+  spread     the same tree over every group's first members, then its second members (an earlier layout)
   grouped    the same tree over the canonical order (groups contiguous: a query's groupmates come last)
   canonical  the authors' order: every query after all other labeled examples in file order
 
@@ -34,6 +35,17 @@ from icm_lite.data import load_dataset  # noqa: E402
 from icm_lite.plan import tree_layout, trie  # noqa: E402
 from icm_lite.scoring import Scorer, predictability  # noqa: E402
 from icm_lite.tasks import Task  # noqa: E402
+
+
+def spread(order, group_of) -> list[int]:
+    """Every group's first members in order, then every second member, ..."""
+    seen, rank = {}, {}
+    for i in order:
+        key = group_of(i) if group_of(i) is not None else ("solo", i)
+        rank[i] = seen.get(key, 0)
+        seen[key] = rank[i] + 1
+    pos = {i: k for k, i in enumerate(order)}
+    return sorted(order, key=lambda i: (rank[i], pos[i]))
 
 
 def last_scores(scorer: Scorer, labels, x) -> dict[int, float]:
@@ -73,10 +85,12 @@ def main() -> None:
     backend = open_backend(ref.path, ModelOptions(n_ctx=8192))
     backend.prepare(ds.examples, task.label_words)
     rows = []
-    for order in ("last", "tree", "grouped", "canonical"):
+    for order in ("last", "tree", "spread", "grouped", "canonical"):
         scorer = Scorer(backend, ds.examples, "canonical" if order == "canonical" else "tree")
         if order == "grouped":
             scorer.layout = tree_layout(scorer.order)
+        elif order == "spread":
+            scorer.layout = tree_layout(spread(scorer.order, scorer.group_of))
         tokens0, t0 = backend.tokens_evaluated, time.perf_counter()
         p0 = predictability(scorer.loo(state), state)
         deltas = {}

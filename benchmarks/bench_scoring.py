@@ -22,10 +22,11 @@ import orjson
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from icm_lite.backend import LlamaBackend  # noqa: E402
 from icm_lite.data import load_dataset  # noqa: E402
+from icm_lite.llama import LlamaBackend  # noqa: E402
 from icm_lite.models import resolve_model  # noqa: E402
-from icm_lite.plan import Node, compare_plan, contexts  # noqa: E402
+from icm_lite.options import ModelOptions  # noqa: E402
+from icm_lite.plan import Node, contexts  # noqa: E402
 from icm_lite.scoring import Scorer  # noqa: E402
 from icm_lite.tasks import Task  # noqa: E402
 
@@ -38,13 +39,13 @@ def measure(backend: LlamaBackend, examples, n: int, seed: int = 0) -> dict:
     sc = Scorer(backend, ex)
     rng = random.Random(seed)
     labels = [rng.random() < 0.5 for _ in ex]
-    root = compare_plan(sc.demos(labels), [], [{}], sc.group_of)
+    root = sc.plan([labels])
 
     # raw prompt rate: all n demonstrations as one sequence, from an empty cache
     backend.clear()
     backend.reset_stats()
     backend.run(Node(tuple(sc.demos(labels)), []))
-    raw = backend.tokens_evaluated / backend.decode_seconds
+    raw = backend.tokens_evaluated / backend.stats()["decode_seconds"]
 
     backend.clear()
     backend.reset_stats()
@@ -78,17 +79,20 @@ def main() -> None:
     ap.add_argument("--ns", default="16,32,64")
     ap.add_argument("--n-ctx", type=int, default=8192)
     ap.add_argument("--n-batch", type=int, default=512)
-    ap.add_argument("--kv-f32", action="store_true", help="f32 KV cache (twice the KV memory; for experiments)")
+    ap.add_argument("--kv-type", default="f16", choices=("f16", "f32", "q8_0"))
+    ap.add_argument("--n-threads", type=int, default=None, help="default: icm_lite's (free physical cores)")
     ap.add_argument("--json", action="store_true", help="one JSON object per n on stdout")
     args = ap.parse_args()
 
     ref = resolve_model(args.model)
-    backend = LlamaBackend(str(ref.path), n_ctx=args.n_ctx, n_batch=args.n_batch, kv_f32=args.kv_f32)
+    backend = LlamaBackend(str(ref.path), ModelOptions(n_ctx=args.n_ctx, n_batch=args.n_batch, kv_type=args.kv_type,
+                                                       n_threads=args.n_threads, flash_attn=args.kv_type == "q8_0"))
     examples = load_dataset(DATA, Task.builtin("claim")).examples
     rows = []
     for n in (int(x) for x in args.ns.split(",")):
         r = measure(backend, examples, n)
-        r["model"] = ref.name + (" (f32 KV)" if args.kv_f32 else "")
+        r["model"] = ref.name + (f" ({args.kv_type} KV)" if args.kv_type != "f16" else "")
+        r["threads"] = backend.n_threads
         rows.append(r)
         if args.json:
             print(orjson.dumps(r).decode(), flush=True)
