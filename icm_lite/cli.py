@@ -178,14 +178,15 @@ def label(ctx, data, task, model, out, resume, force, plain, as_json, **options)
             f"up to {job.config.search.iterations} iterations per batch")
     cfg = job.config
     ui = make_ui(plain, f"icm-lite label · {cfg.model_name} · {Path(cfg.data).name} → {out}")
-    with run.StopSignals() as signals:
+    summary = None
+    with run.StopSignals() as signals:  # a second Ctrl-C ends job.run at once: no summary then
         with ui:
             summary = job.run(ui.update, should_stop=signals.should_stop, executor=executor)
-    if signals.signum is not None and not summary["finished"]:
+    if signals.signum is not None and not (summary and summary["finished"]):
         total = cfg.search.iterations * len(job.batches)
-        raise Interrupted(f"stopped by {signal.Signals(signals.signum).name} after iteration {summary['iterations']}/"
-                          f"{total}; the last accepted state is saved in {out} (continue with: icm-lite label "
-                          f"--resume {out})", signals.signum)
+        at = f" after iteration {summary['iterations']}/{total}" if summary else ""
+        raise Interrupted(f"stopped by {signal.Signals(signals.signum).name}{at}; the last accepted state is saved in "
+                          f"{out} (continue with: icm-lite label --resume {out})", signals.signum)
     if as_json:
         click.echo(orjson.dumps(summary).decode())
         return

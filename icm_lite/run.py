@@ -389,7 +389,7 @@ def resume(path: str | Path, given: dict | None = None, *, data: str | Path | No
         config = config.with_options(**{k: v for k, v in given.items() if k not in ("task", "model")})
         src = Path(data) if data is not None else resolve_data(config.data, run_dir.path)
         if not src.is_file():
-            raise RunError(f"cannot resume {path}: its data file {config.data} is missing; pass DATA if it moved")
+            raise RunError(f"cannot resume {path}: its data file {src} is missing; pass DATA if it moved")
         got = file_sha256(src)
         if got != config.data_sha256:
             raise RunError(f"cannot resume {path}: {src} is not the file the run labeled (sha256 {got[:12]}…, "

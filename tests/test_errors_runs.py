@@ -1,8 +1,8 @@
 """Run directories under stress: in the way, read-only, a full disk, and a run stopped by SIGTERM or Ctrl-C.
 
 The promise under test: a failure is one line on stderr and a non-zero exit, and what was saved before
-it (state.json, labels.jsonl) is still whole. Signals need a real process: the `icm-lite` entry point
-with the small smollm2 model.
+it (state.json, labels.jsonl) is still whole. Signals need a real process: the `icm-lite` command
+with the fake backend in place of llama.cpp (tests/fake_model.py); no test here needs a real model.
 """
 
 import errno
@@ -24,8 +24,16 @@ from icm_lite.cli import main
 from icm_lite.errors import RunError
 from icm_lite.rundir import RunDir, write_atomic
 from conftest import one_error
+from fake_model import use_fake_model
+
+@pytest.fixture(autouse=True)
+def _fake_model(monkeypatch):
+    """Nothing here needs a real model: the run machinery on the fake backend (tests/fake_model.py)."""
+    use_fake_model(monkeypatch)
+
 
 ICM = Path(sys.executable).with_name("icm-lite")
+FAKE_CLI = Path(__file__).with_name("fake_model.py")
 QUESTIONS = ["Is the sky blue?", "Is fire cold?", "Do fish swim?", "Is ice hot?", "Do birds fly?"]
 
 
@@ -67,7 +75,6 @@ def test_label_checks_the_run_dir_before_loading_the_model(tmp_path):
     assert f"run directory {out} already exists" in msg
 
 
-@pytest.mark.model
 def test_label_refuses_then_force_overwrites(tmp_path, smollm2_path):
     data, out = claims(tmp_path / "d.jsonl", 6), tmp_path / "run"
     out.mkdir()
@@ -192,7 +199,6 @@ def test_full_disk_at_rename(tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["labels.jsonl"]
 
 
-@pytest.mark.model
 def test_disk_fills_up_during_a_run(tmp_path, smollm2_path, monkeypatch):
     """Every state.json write after the first (the seed) fails: one error line, exit 2, the seed state kept."""
     real_replace = os.replace
@@ -228,8 +234,8 @@ class Running:
         self.out = tmp_path / "run"
         data = claims(tmp_path / "d.jsonl", self.N)
         # small and single-threaded: each step stays short even on a busy machine
-        self.proc = subprocess.Popen(
-            [str(ICM), "label", str(data), "--model", str(model), "--out", str(self.out), "--n-ctx", "512",
+        self.proc = subprocess.Popen(  # the icm-lite command with the fake backend (tests/fake_model.py)
+            [sys.executable, str(FAKE_CLI), "label", str(data), "--model", str(model), "--out", str(self.out), "--n-ctx", "512",
              "--init-k", "2", "--fix-rounds", "0", "--n-threads", "1", "--iterations", str(iterations)],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             env={**os.environ, "ICM_LITE_CACHE": str(tmp_path / "cache"), "PYTHONUNBUFFERED": "1"})
@@ -266,12 +272,11 @@ class Running:
         assert [r["id"] for r in labels] == [f"c{i}" for i in range(self.N)]
         assert [r["label"] for r in labels] == state["labels"]
         events = [json.loads(line) for line in (self.out / "events.jsonl").read_text().splitlines()]
-        assert events[-1]["kind"] == "done" and events[-1]["iteration"] == state["iteration"]
+        assert events[-1]["kind"] != "done" and events[-1]["iteration"] == state["iteration"]  # stopped, not done
         assert not list(self.out.glob(".*.tmp"))
         return state
 
 
-@pytest.mark.model
 @pytest.mark.parametrize("sig,code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_signal_stops_cleanly_after_saving(tmp_path, smollm2_path, sig, code):
     run = Running(tmp_path, smollm2_path)
@@ -288,7 +293,6 @@ def test_signal_stops_cleanly_after_saving(tmp_path, smollm2_path, sig, code):
     assert summary["finished"] is False and summary["iterations"] == state["iteration"]
 
 
-@pytest.mark.model
 def test_second_ctrl_c_stops_at_once_and_keeps_the_saved_state(tmp_path, smollm2_path):
     run = Running(tmp_path, smollm2_path)
     run.wait_for_events()
@@ -308,10 +312,13 @@ def test_second_ctrl_c_stops_at_once_and_keeps_the_saved_state(tmp_path, smollm2
 
 @pytest.fixture(scope="module")
 def _one_finished_run(tmp_path_factory, smollm2_path):
+    mp = pytest.MonkeyPatch()
+    use_fake_model(mp)
     base = tmp_path_factory.mktemp("finished")
     data, out = claims(base / "d.jsonl", 6), base / "run"
     res = label(data, out, "--iterations", 1, "--init-k", 2, "--fix-rounds", 0, "--n-threads", 1, "--seed", 3,
                 model=smollm2_path)
+    mp.undo()
     assert res.exit_code == 0, res.output
     return data, out
 
@@ -329,7 +336,6 @@ def resume(*args):
     return CliRunner().invoke(main, ["label", *map(str, args)])
 
 
-@pytest.mark.model
 def test_resume_refuses_changed_data(finished_run):
     data, out, state = finished_run
     data.write_text(data.read_text().replace("Is fire cold?", "Is fire hot?"))
@@ -338,7 +344,6 @@ def test_resume_refuses_changed_data(finished_run):
     assert (out / "state.json").read_bytes() == state
 
 
-@pytest.mark.model
 def test_resume_refuses_missing_data(finished_run):
     data, out, state = finished_run
     data.unlink()
@@ -347,7 +352,6 @@ def test_resume_refuses_missing_data(finished_run):
     assert (out / "state.json").read_bytes() == state
 
 
-@pytest.mark.model
 @pytest.mark.parametrize("option,value,says", [("--seed", 4, "--seed 4 (saved: 3)"),
                                                ("--objective", "paper", "--objective paper (saved: code)"),
                                                ("--n-ctx", 1024, "--n-ctx 1024 (saved: 512)")])
