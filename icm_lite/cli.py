@@ -175,7 +175,7 @@ def label(ctx, data, task, model, out, resume, force, plain, as_json, **options)
                  f"{len(job.batches)} batches of {sizes[0]}–{sizes[-1]} (each after the first starts with up to "
                  f"{job.carry} carried demonstrations)")
         say(f"{len(job.dataset)} examples in {split}, n_ctx {job.config.model_options.n_ctx}; "
-            f"up to {job.config.search.iterations} iterations per batch")
+            f"up to {job.iterations_max()} iterations in all")
     cfg = job.config
     ui = make_ui(plain, f"icm-lite label · {cfg.model_name} · {Path(cfg.data).name} → {out}")
     summary = None
@@ -183,8 +183,7 @@ def label(ctx, data, task, model, out, resume, force, plain, as_json, **options)
         with ui:
             summary = job.run(ui.update, should_stop=signals.should_stop, executor=executor)
     if signals.signum is not None and not (summary and summary["finished"]):
-        total = cfg.search.iterations * len(job.batches)
-        at = f" after iteration {summary['iterations']}/{total}" if summary else ""
+        at = f" after iteration {summary['iterations']}/{summary['iterations_max']}" if summary else ""
         raise Interrupted(f"stopped by {signal.Signals(signals.signum).name}{at}; the last accepted state is saved in "
                           f"{out} (continue with: icm-lite label --resume {out})", signals.signum)
     if as_json:

@@ -38,7 +38,7 @@ from .errors import RunError
 from .options import ModelOptions
 from .rundir import RunDir
 from .scoring import Scorer
-from .search import Event, Search, SearchConfig
+from .search import Event, Search, SearchConfig, budget
 
 STATE_VERSION = 3
 
@@ -121,6 +121,7 @@ class Progress:
     alpha: float
     stats: dict = field(default_factory=dict)  # backend counters, summed over resumes
     gold: tuple[float, int] | None = None  # agreement with gold labels: evaluation only, never seen by the search
+    batch_iterations: int = 0  # this batch's iteration budget
 
 
 class Job:
@@ -158,6 +159,10 @@ class Job:
     def iterations_done(self) -> int:
         cur = self.current[1].state.iteration if self.current and self.current[0] not in self.results else 0
         return sum(r["iterations"] for r in self.results.values()) + cur
+
+    def iterations_max(self) -> int:
+        """The iteration budget of every batch together (each may end earlier with --patience)."""
+        return sum(budget(self.config.search, len(b)) for b in self.batches)
 
     def stats(self) -> dict:
         now = self.backend.stats()
@@ -262,9 +267,9 @@ class Job:
         labeled = [y for y in self.labels if y is not None]
         c = self.config.search
         return Progress(ev, g, None if g is None else self.ids[g], b, len(self.batches), len(idx),
-                        len(self.carried_for(b)), self.iterations_done(), c.iterations * len(self.batches),
+                        len(self.carried_for(b)), self.iterations_done(), self.iterations_max(),
                         len(self.labels), len(labeled), sum(labeled), c.alpha, self.stats(),
-                        agreement(self.labels, self.dataset.gold))
+                        agreement(self.labels, self.dataset.gold), budget(c, len(idx)))
 
     def run_batch(self, b: int, on_event: Callable[[Progress], None] | None = None,
                   should_stop: Callable[[], bool] | None = None) -> bool:
@@ -319,7 +324,7 @@ class Job:
             "examples": len(self.labels), "labeled": len(labeled), "true": sum(labeled),
             "false": len(labeled) - sum(labeled), "predicted": len(self.predicted),
             "U": mean("U"), "P": mean("P"), "inconsistencies": sum(r["inconsistencies"] for r in rows),
-            "iterations": self.iterations_done(), "iterations_max": self.config.search.iterations * len(self.batches),
+            "iterations": self.iterations_done(), "iterations_max": self.iterations_max(),
             "accepted": sum(r["accepted"] for r in rows), "finished": self.done, "batches": len(self.batches),
             "stop": sorted({r["stop"] for r in rows if r["batch"] in self.results}),
             "tokens_evaluated": stats["tokens_evaluated"], "seconds": round(self.seconds(), 2),

@@ -55,7 +55,8 @@ _MEMO = 256  # labelings whose scores are kept
 class SearchConfig:
     """The search's options (each is also a `label` option: options.py)."""
 
-    iterations: int = opt(3000, "Search iterations (proposals) per batch (the authors' default).", min=0)
+    iterations: int | None = opt(None, "Search iterations (proposals) per batch. Default: 12 per example of the "
+                                       "batch, the authors' budget (3000 for their batches of 256).", min=0)
     patience: int = opt(0, "Stop a batch after this many iterations in a row that changed no label (0 = never).",
                         min=0)
     alpha: float = opt(30.0, "Weight of mutual predictability against inconsistencies. Tuned for --objective code; "
@@ -90,6 +91,17 @@ class SearchConfig:
                               ("seeds", SEEDS), ("order", LAYOUTS), ("delta", DELTAS)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}")
+
+
+PER_EXAMPLE = 12  # iterations per example without --iterations: the authors' 3000 for a batch of 256
+
+
+def budget(config: "SearchConfig", n: int) -> int:
+    """Iterations a batch of n examples gets: --iterations, or 12 per example when it is not given.
+
+    Example: budget(SearchConfig(), 40) -> 480
+    """
+    return PER_EXAMPLE * n if config.iterations is None else config.iterations
 
 
 def temperature(schedule: str, t0: float, t_min: float, n_accepted: int) -> float:
@@ -435,7 +447,7 @@ class Search:
         st, c = self.state, self.config
         if st.stopped is None and c.patience and st.quiet >= c.patience and st.iteration > 0:
             st.stopped = "patience"
-        return st.stopped is not None or st.iteration >= c.iterations
+        return st.stopped is not None or st.iteration >= budget(c, len(self.examples))
 
     def events(self, should_stop: Callable[[], bool] | None = None) -> Iterator[Event]:
         """The search as a stream of events: seed (when fresh), one per step, done at the end. Stops quietly,

@@ -40,7 +40,7 @@ from .run import Progress
 
 def plain_line(p: Progress) -> str:
     ev = p.event
-    per_batch = p.iterations_total // max(1, p.n_batches)
+    per_batch = p.batch_iterations
     parts = [f"[{ev.iteration}/{per_batch}]", f"{ev.kind:<6}"]
     if p.example is not None:
         parts.append(f"ex={p.example}")
@@ -161,7 +161,7 @@ class Dashboard:
         grid.add_row("progress", bar)
         carried = f" · {p.carried} carried demonstrations from earlier batches (fixed)" if p.carried else ""
         grid.add_row("batch", f"{p.batch + 1}/{p.n_batches} · {p.batch_examples} examples · "
-                              f"iteration {ev.iteration}/{total // max(1, p.n_batches)}{carried}")
+                              f"iteration {ev.iteration}/{p.batch_iterations}{carried}")
         grid.add_row("temperature", f"{ev.temperature:.3f}")
         grid.add_row("U(D)", f"{ev.U:.3f} = α·P {p.alpha * ev.P:.3f} − I {ev.I}   (α = {p.alpha:g}, P = {ev.P:.4f})")
         grid.add_row("inconsistencies", str(ev.I))

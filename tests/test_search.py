@@ -447,3 +447,14 @@ def test_the_penalty_rule_discounts_noisy_estimates():
     assert all(e.noise is not None for e in kinds)
     d = [e.delta / 0.5 - e.noise ** 2 / (2 * 0.25) for e in kinds]
     assert all(e.kind == "accept" for e, di in zip(kinds, d) if di > 0)
+
+
+def test_the_default_budget_is_twelve_iterations_per_example():
+    from icm_lite.search import budget
+
+    assert budget(SearchConfig(), 40) == 480 and budget(SearchConfig(), 256) == 3072  # the authors' ~3000 for 256
+    assert budget(SearchConfig(iterations=7), 40) == 7 and budget(SearchConfig(iterations=0), 40) == 0
+    examples, hidden = hidden_concept(10)
+    s = Search(examples, Scorer(FakeBackend(hidden), examples), "none", SearchConfig(seed=0))
+    events = list(s.events())
+    assert events[-1].kind == "done" and events[-1].iteration == 120
