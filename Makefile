@@ -25,7 +25,7 @@ else
 endif
 # pip reuses a cached wheel whatever CMAKE_ARGS say: a different build needs a fresh compile
 LLAMA_PIP_FLAGS := $(if $(REBUILD),--no-cache-dir --force-reinstall --no-deps,)
-ITERATIONS ?= 30
+ITERATIONS ?=
 
 .PHONY: install demo test bench clean
 
@@ -40,9 +40,10 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(BIN)/python -c "import llama_cpp, icm_lite; print('llama-cpp-python', llama_cpp.__version__)"
 	touch $@
 
+# the default settings (the authors' alpha 30, T0 10; 12 iterations per example); ITERATIONS=N to cut it short
 demo: install
 	$(BIN)/icm-lite label examples/reviews.jsonl --task examples/reviews.task.json \
-	  --out runs/demo --force --iterations $(ITERATIONS) --alpha 2 --t0 0.7
+	  --out runs/demo --force $(if $(ITERATIONS),--iterations $(ITERATIONS),)
 
 test: install
 	$(BIN)/python -m pytest
