@@ -67,6 +67,7 @@ def main() -> None:
     ap.add_argument("--model", default=None)
     ap.add_argument("--candidates", type=int, default=8)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--orders", default="last,tree,spread,grouped,canonical")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
 
@@ -85,7 +86,7 @@ def main() -> None:
     backend = open_backend(ref.path, ModelOptions(n_ctx=8192))
     backend.prepare(ds.examples, task.label_words)
     rows = []
-    for order in ("last", "tree", "spread", "grouped", "canonical"):
+    for order in args.orders.split(","):
         scorer = Scorer(backend, ds.examples, "canonical" if order == "canonical" else "tree")
         if order == "grouped":
             scorer.layout = tree_layout(scorer.order)
