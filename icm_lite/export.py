@@ -328,7 +328,7 @@ def need_datasets():
     try:
         import datasets
     except ImportError:
-        raise UserError("--check needs Hugging Face `datasets`: pip install datasets") from None
+        raise UserError("--check needs Hugging Face `datasets`: pip install 'icm-lite[check]'") from None
     return datasets
 
 

@@ -493,5 +493,5 @@ def test_cli_check_without_datasets_fails_before_writing(claim_run, tmp_path, mo
 
     monkeypatch.setitem(sys.modules, "datasets", None)  # as where `datasets` is not installed
     res = CliRunner().invoke(main, ["export", str(claim_run), "--format", "kto", "--out", str(tmp_path / "ft"), "--check"])
-    assert one_error(res, 2) == "error: --check needs Hugging Face `datasets`: pip install datasets"
+    assert one_error(res, 2) == "error: --check needs Hugging Face `datasets`: pip install 'icm-lite[check]'"
     assert not (tmp_path / "ft").exists()
