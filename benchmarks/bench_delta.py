@@ -105,7 +105,7 @@ def main() -> None:
     if args.json:
         print(orjson.dumps(rows).decode())
         return
-    print("| n | proposals | exact tokens / proposal | sampled | ratio (last quarter) | ratio (all) | equal decisions "
+    print("| n | proposals | exact tokens / proposal | sampled | ratio (>= 75% labeled) | ratio (all) | equal decisions "
           "| mean abs(dU_est - dU) | mean sd of the estimate |")
     print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
