@@ -94,13 +94,14 @@ class ModelSpec:
         return open_backend(resolve_model(self.model).path, self.options)
 
 
-def model_spec(config, threads: int | None) -> ModelSpec:
-    """The run's model as workers open it: by registry name when it has one, else by path; threads per worker."""
+def model_spec(config) -> ModelSpec:
+    """The run's model as workers open it: by registry name when it has one, else by path, with the run's model
+    options. Without --n-threads each worker's backend follows the free cores of its node (llama.py), which counts
+    the other workers on a shared machine as busy: a fixed share would spin beside any other load."""
     from .models import registry
 
     name = config.model_name if config.model_name in registry()["models"] else config.model_path
-    opts = config.model_options
-    return ModelSpec(name, opts if opts.n_threads is not None or threads is None else replace(opts, n_threads=threads))
+    return ModelSpec(name, config.model_options)
 
 
 def canary_plan(job) -> Node:
@@ -241,10 +242,8 @@ class RayExecutor:
 
         n, cpus, gpus = self._sizes(ray, gpu, len(pending))
         factory = self.factory
-        if factory is None:
-            from .llama import physical_cores
-
-            factory = model_spec(job.config, None if self.address else max(1, physical_cores() // n))
+        if factory is None:  # threads: the run's --n-threads, else each worker follows its node's free cores
+            factory = model_spec(job.config)
         tolerance = self.tolerance if self.tolerance is not None else CANARY_TOLERANCE_GPU if gpu else 0.0
         canary = canary_plan(job)
         expected = job.backend.run(canary)

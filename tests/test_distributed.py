@@ -197,7 +197,7 @@ def fake_cli(monkeypatch, tmp_path):
 
     monkeypatch.setattr(models, "resolve_model", lambda spec=None: models.ModelRef("fake", Path("/nowhere/fake.gguf")))
     monkeypatch.setattr(run, "open_backend", lambda path, opts: FAKE())
-    monkeypatch.setattr(distributed, "model_spec", lambda config, threads: FAKE)
+    monkeypatch.setattr(distributed, "model_spec", lambda config: FAKE)
     data = tmp_path / "claims.jsonl"
     rows = [{"id": e.id, "question": f"Q{i}?", "choice": e.prompt, "consistency_id": e.group}
             for i, e in enumerate(EXAMPLES)]
