@@ -10,7 +10,8 @@ predicted ones added), U of the ICM labels and U of gold on the same examples, t
 Gold labels are read here for evaluation and baselines only; the runs get the data files as a user would.
 
   python benchmarks/bench_quality.py [--datasets reviews,products,...] [--settings default,authors] [--seeds 0,1,2]
-                                     [--model NAME|PATH] [--jsonl results.jsonl] [--iterations N] [--patience N]
+                                     [--model NAME|PATH] [--jsonl results.jsonl] [--set KEY=VALUE ...]
+  python benchmarks/bench_quality.py table results.jsonl      # the markdown table, with the acceptance verdict
 
 Settings: `default` is SearchConfig's defaults (what `icm-lite label` does with no search options: the authors'
 alpha 30, T0 10, ConsistencyFix and seeds, 12 iterations per example); `tiny` is alpha 2, T0 0.7 (what the demo
@@ -136,9 +137,12 @@ def main() -> None:
         task = Task.resolve(str(task_spec))
         ds = load_dataset(data, task)
         backend.prepare(ds.examples, task.label_words)
+        by_order: dict[str, dict] = {}  # the baselines depend on the layout only, not on the other settings
         for setting in args.settings.split(","):
             search = dataclasses.replace(SearchConfig(), **{**SETTINGS[setting], **overrides})
-            base = baselines(ds, backend, search.order)
+            if search.order not in by_order:
+                by_order[search.order] = baselines(ds, backend, search.order)
+            base = by_order[search.order]
             emit({"kind": "baseline", "model": ref.name, "dataset": name, "setting": setting, **base,
                   "U_gold_all": search.alpha * base["P_gold"] - base["I_gold"]})
             for seed in (int(s) for s in args.seeds.split(",")):
