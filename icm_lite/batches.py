@@ -111,7 +111,7 @@ def plan_batches(examples: Sequence[Example], demo_len: Sequence[int], query_len
         else:
             lo = mid
     batches = [sorted(i for u in b for i in us[u]) for b in _greedy(cost, query, size, hi * cap, hi * count_cap)]
-    return batches, k
+    return batches, k if len(batches) > 1 else 0  # one batch (a single group above batch_size) carries nothing
 
 
 def choose_carried(labels: Sequence[bool | None], scores: dict[int, float], k: int) -> list[Item]:
