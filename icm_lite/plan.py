@@ -15,12 +15,15 @@ would otherwise reward or punish the change itself). Two layouts:
   tree       divide and conquer: split the examples into halves A and B; B is pushed once as the shared
              prefix of every leaf in A, and A for every leaf in B; recurse. Each level pushes every labeled
              demonstration once, so one U(D) costs about n·L·log2(n) tokens plus n queries instead of n²·L.
-             The leaves are the examples in a seeded random order (`shuffled`): the demonstration right before
-             a query is its sibling in the tree, and a model that copies the most recent label rewards
-             labelings in which siblings agree. Any regular order gives that reward a pattern the search can
-             find (file order: a pair-mate is the sibling; every group's first members, then the second ones:
-             "first of the pair = True" scored above gold, measured: benchmarks/README.md); a random order
-             gives it none.
+             The leaves are the examples in a seeded random order (`shuffled`), and the last `tail` of them
+             (TAIL = 1) are pushed right before every query instead of inside the halves, so every context
+             ends with the same demonstrations, as every context does in the authors' order. Without the
+             tail, the demonstration right before a query is its sibling in the tree, and a model that copies
+             the most recent label rewards labelings in which siblings agree: the search finds them (spam:
+             sibling-agreeing labelings scored as high as gold, measured: benchmarks/README.md). A copied
+             label that is the same for every query favours no labeling of a balanced set. Any regular leaf
+             order would also give the search a pattern (file order: a pair-mate is the sibling); a random
+             order gives it none. The tail costs about n·tail·L tokens more per U(D).
   canonical  the authors' order: every query after all other labeled examples in file order (groups
              contiguous); built as a trie, about n²·L/2 tokens per U(D).
 
@@ -38,6 +41,7 @@ from typing import Callable, Hashable, Protocol, Sequence
 
 Item = tuple[int, "bool | None"]  # (example index, label) for a demonstration; label None = query
 LAYOUTS = ("tree", "canonical")
+TAIL = 1  # tree layout: examples that end every context (see the module docstring)
 
 
 @dataclass
@@ -106,15 +110,20 @@ def shuffled(order: Sequence[int], seed: int) -> list[int]:
     return random.Random(seed).sample(list(order), len(order))
 
 
-def tree_layout(order: Sequence[int]) -> Slot:
-    """Divide and conquer over `order`: halves A | B; the leaves under A are read after B, and vice versa."""
-    order = tuple(order)
+def tree_layout(order: Sequence[int], tail: Sequence[int] = ()) -> Slot:
+    """Divide and conquer over `order`: halves A | B; the leaves under A are read after B, and vice versa.
+    The examples in `tail` are left out of the halves and pushed right before every query instead (itself
+    excepted), the same ones for every query: every context ends as the authors' order ends every context."""
+    order, tail = tuple(order), tuple(tail)
     if len(order) == 1:
-        return _leaf(order[0])
+        i = order[0]
+        rest = tuple(j for j in tail if j != i)
+        return Slot(1 << i, [(rest, _leaf(i))]) if rest else _leaf(i)
     cut = len(order) // 2
     a, b = order[:cut], order[cut:]
-    left, right = tree_layout(a), tree_layout(b)
-    return Slot(left.mask | right.mask, [(b, left), (a, right)])
+    left, right = tree_layout(a, tail), tree_layout(b, tail)
+    return Slot(left.mask | right.mask, [(tuple(j for j in b if j not in tail), left),
+                                         (tuple(j for j in a if j not in tail), right)])
 
 
 def canonical_layout(order: Sequence[int]) -> Slot:
@@ -127,10 +136,13 @@ def canonical_layout(order: Sequence[int]) -> Slot:
     return chain
 
 
-def layout(kind: str, order: Sequence[int], seed: int = 0) -> Slot:
-    """The layout of `order` (the examples in canonical order); the tree's leaves are a seeded shuffle of it."""
+def layout(kind: str, order: Sequence[int], seed: int = 0, tail: int = TAIL) -> Slot:
+    """The layout of `order` (the examples in canonical order); the tree's leaves are a seeded shuffle of it,
+    and the last `tail` of the shuffle end every context."""
     if kind == "tree":
-        return tree_layout(shuffled(order, seed))
+        leaves = shuffled(order, seed)
+        k = max(0, min(tail, len(leaves) - 1))
+        return tree_layout(leaves, leaves[len(leaves) - k:] if k else ())
     if kind == "canonical":
         return canonical_layout(order)
     raise ValueError(f"layout must be one of {LAYOUTS}")

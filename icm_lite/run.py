@@ -81,7 +81,7 @@ def batch_search(dataset: Dataset, backend: Backend, config: SearchConfig, index
     if carried or list(index) != list(range(len(dataset.examples))):
         view = BatchView(backend, index, carried)
     seed = batch_seed(config.seed, batch)
-    return Search(examples, Scorer(view, examples, config.order, seed), dataset.task.relation,
+    return Search(examples, Scorer(view, examples, config.order, seed, config.tail), dataset.task.relation,
                   replace(config, seed=seed), ranked_seeds=bool(carried))
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 from typing import Hashable, Iterable, Protocol, Sequence
 
-from .plan import Item, Node, build
+from .plan import TAIL, Item, Node, build
 from .plan import layout as make_layout
 from .tasks import Example
 
@@ -58,7 +58,8 @@ def predictability(scores: dict[int, float], labels: Labels, objective: str = "c
 class Scorer:
     """Leave-one-out log-odds of labelings of `examples`, every context laid out by one fixed `Layout`."""
 
-    def __init__(self, backend: Backend, examples: Sequence[Example], layout: str = "tree", seed: int = 0):
+    def __init__(self, backend: Backend, examples: Sequence[Example], layout: str = "tree", seed: int = 0,
+                 tail: int = TAIL):
         self.backend = backend
         self.examples = examples
         first: dict[Hashable, int] = {}
@@ -67,7 +68,7 @@ class Scorer:
         self.rank = [(first[ex.group if ex.group is not None else ("solo", i)], i) for i, ex in enumerate(examples)]
         self.order = sorted(range(len(examples)), key=self.rank.__getitem__)
         self.layout_kind = layout
-        self.layout = make_layout(layout, self.order, seed) if examples else None
+        self.layout = make_layout(layout, self.order, seed, tail) if examples else None
 
     def group_of(self, i: int) -> Hashable:
         return self.examples[i].group

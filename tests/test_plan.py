@@ -5,8 +5,8 @@ import math
 import pytest
 
 from icm_lite.fake import FakeBackend
-from icm_lite.plan import LAYOUTS, build, canonical_layout, contexts, layout, plan_tokens, shuffled, tree_layout
-from icm_lite.scoring import Scorer
+from icm_lite.plan import LAYOUTS, TAIL, build, canonical_layout, contexts, layout, plan_tokens, shuffled, tree_layout
+from icm_lite.scoring import Scorer, predictability
 from icm_lite.tasks import Example
 
 
@@ -125,25 +125,66 @@ def test_fake_backend_counts_match_the_plan():
     assert fb.reads == n
 
 
-def _loo_tokens(n, L=40, extra=3):
+def _loo_tokens(n, L=40, extra=3, tail=TAIL):
     """Tokens one U(D) costs on the counting fake: n examples, L prompt tokens, label word + separator."""
     fb = FakeBackend([True] * n, [L] * n, demo_extra=extra)
-    Scorer(fb, [Example(str(i), "p") for i in range(n)]).loo(_labels(n))
+    Scorer(fb, [Example(str(i), "p") for i in range(n)], tail=tail).loo(_labels(n))
     return fb.tokens_evaluated
 
 
+@pytest.mark.parametrize("tail", [0, 1, 2])
 @pytest.mark.parametrize("n", [12, 20, 24, 40, 48, 80, 96, 100, 128, 200])
-def test_leave_one_out_costs_at_most_1_15_n_L_log2_n(n):
+def test_leave_one_out_costs_at_most_1_15_n_L_log2_n_plus_the_tail(n, tail):
     L = 40 + 3  # a demonstration: prompt + label word + separator
-    got = _loo_tokens(n)
-    assert got <= 1.15 * n * L * math.ceil(math.log2(n))
+    got = _loo_tokens(n, tail=tail)
+    assert got <= 1.15 * n * L * (math.ceil(math.log2(n)) + tail)
     assert got < n * ((n - 1) * L + 40) / 2  # and well below the naive n²·L
 
 
+@pytest.mark.parametrize("tail", [0, 1])
 @pytest.mark.parametrize("n", [16, 32, 64, 256])
-def test_leave_one_out_at_powers_of_two_is_exactly_n_L_log2_n_plus_the_queries(n):
-    # Halving exactly: every demonstration is decoded once per level, and every query once at its leaf.
-    # The n·L_q query term is why 1.15·n·L·log2(n) cannot hold at n = 16, 32, 64 for any plan that reads
-    # each query once after all the others: 1 + L_q / (L·log2 n) = 1.23, 1.19, 1.16 here.
+def test_leave_one_out_at_powers_of_two_is_exactly_n_L_log2_n_plus_the_tail_and_queries(n, tail):
+    # Halving exactly: every demonstration outside the tail is decoded once per level, the tail example
+    # once per context but its own, and every query once at its leaf. The n·L_q query term is why
+    # 1.15·n·L·log2(n) cannot hold at n = 16, 32, 64 for any plan that reads each query once after all the
+    # others: 1 + L_q / (L·log2 n) = 1.23, 1.19, 1.16 here.
     Lq, L = 40, 43
-    assert _loo_tokens(n) == n * L * int(math.log2(n)) + n * Lq
+    assert _loo_tokens(n, tail=tail) == (n - tail) * L * int(math.log2(n)) + tail * (n - 1) * L + n * Lq
+
+
+@pytest.mark.parametrize("tail", [1, 2, 3])
+def test_every_context_ends_with_the_same_tail_examples(tail):
+    n = 20
+    labels = _labels(n)
+    root = layout("tree", range(n), seed=5, tail=tail)
+    ends = {}
+    for (_, i), seq in contexts(build(root, [labels])).items():
+        assert sorted(j for j, _ in seq[:-1]) == [j for j in range(n) if j != i]  # every other example, once
+        ends[i] = [j for j, _ in seq[-1 - tail:-1]]
+    anchors = shuffled(range(n), 5)[n - tail:]
+    for i, end in ends.items():
+        if i not in anchors:
+            assert end == anchors  # the same last demonstrations for every query
+    assert layout("tree", range(n), seed=5, tail=0).edges != root.edges
+
+
+def test_a_label_copied_from_the_last_demonstration_favours_sibling_agreement_only_without_a_tail():
+    """A model that copies the most recent label (the fake's recency) rewards labelings in which each query's
+    last demonstration agrees with it. Without a tail that is the query's tree sibling, and a labeling with
+    every sibling pair agreeing scores above the concept; with the tail every query copies the same example,
+    which favours no balanced labeling."""
+    n = 32
+    hidden = [i % 2 == 0 for i in range(n)]
+    examples = [Example(str(i), "p") for i in range(n)]
+    leaves = shuffled(range(n), 0)
+    paired = [None] * n
+    for k in range(0, n, 2):  # sibling pairs agree, half the pairs True: balanced
+        paired[leaves[k]] = paired[leaves[k + 1]] = k % 4 == 0
+    gaps = {}
+    for tail in (0, 1):
+        fb = FakeBackend(hidden, follow=1.0, noise=0.2, recency=3.0)
+        sc = Scorer(fb, examples, "tree", 0, tail)
+        u = {name: predictability(sc.loo(lab), lab) for name, lab in (("hidden", hidden), ("paired", paired))}
+        gaps[tail] = u["paired"] - u["hidden"]
+    assert gaps[0] > 0.5  # without a tail the search would prefer the sibling pattern to the concept
+    assert gaps[1] < -0.5  # with it, the concept wins
