@@ -132,13 +132,13 @@ def _loo_tokens(n, L=40, extra=3, tail=TAIL):
     return fb.tokens_evaluated
 
 
-@pytest.mark.parametrize("tail", [0, 1, 2])
+@pytest.mark.parametrize("tail", [0, 1, 2, 4])
 @pytest.mark.parametrize("n", [12, 20, 24, 40, 48, 80, 96, 100, 128, 200])
 def test_leave_one_out_costs_at_most_1_15_n_L_log2_n_plus_the_tail(n, tail):
     L = 40 + 3  # a demonstration: prompt + label word + separator
     got = _loo_tokens(n, tail=tail)
     assert got <= 1.15 * n * L * (math.ceil(math.log2(n)) + tail)
-    assert got < n * ((n - 1) * L + 40) / 2  # and well below the naive n²·L
+    assert got < n * ((n - 1) * L + 40) * 0.65  # and well below the naive n²·L (every context from scratch)
 
 
 @pytest.mark.parametrize("tail", [0, 1])
@@ -152,7 +152,7 @@ def test_leave_one_out_at_powers_of_two_is_exactly_n_L_log2_n_plus_the_tail_and_
     assert _loo_tokens(n, tail=tail) == (n - tail) * L * int(math.log2(n)) + tail * (n - 1) * L + n * Lq
 
 
-@pytest.mark.parametrize("tail", [1, 2, 3])
+@pytest.mark.parametrize("tail", [1, 2, 4])
 def test_every_context_ends_with_the_same_tail_examples(tail):
     n = 20
     labels = _labels(n)
