@@ -25,7 +25,7 @@ What is measured, and how:
   seconds (8B GPU)      the same decode logs priced with published llama.cpp rates for Llama-3 8B Q4_K_M (GPUS below:
                         pp512 and pp8192 give a and b, c = 0; a decode never takes less than one generated token, 1/tg).
 
-  python benchmarks/bench_sizes.py [--ns 64,128,256] [--measure --budget 150] [--json | --report FILE]
+  python benchmarks/bench_sizes.py [--ns 64,128,256] [--measure --budget 150 | --fit SAVED.json] [--json | --report FILE]
 """
 
 from __future__ import annotations
@@ -303,6 +303,8 @@ def main() -> None:
     ap.add_argument("--measure", action="store_true", help="also time real decodes (CPU) for the seconds columns")
     ap.add_argument("--budget", type=float, default=150.0, help="seconds for the sweep of real decodes")
     ap.add_argument("--check-n", type=int, default=32, help="claims in the real U(D) that checks the CPU fit")
+    ap.add_argument("--fit", metavar="JSON", help="reuse the CPU measurement of a saved --measure --json run (the fit "
+                                                 "prices decodes on that machine; it does not depend on the plan)")
     ap.add_argument("--json", action="store_true", help="one JSON object on stdout instead of tables")
     ap.add_argument("--report", metavar="JSON", help="print the tables of a saved --json run (no model, no search)")
     args = ap.parse_args()
@@ -336,6 +338,8 @@ def main() -> None:
     tok.close()
 
     measured = measure(str(ref.path), sets["long"], sets["short"], args.budget, args.check_n) if args.measure else None
+    if args.fit:
+        measured = orjson.loads(Path(args.fit).read_bytes())["measured"]
     models = {name: gpu_model(g) for name, g in GPUS.items()}
     if measured:
         models = {CPU: measured["fit"], **models}
