@@ -75,7 +75,7 @@ class SearchConfig:
     objective: str = opt("code", "code: mean log-odds (authors' code); paper: sum of log-probabilities.",
                          choices=OBJECTIVES)
     order: str = opt("tree", "Where each demonstration sits in a context: tree = divide and conquer, about "
-                             "n·L·log2(n) tokens per U(D); canonical = the authors' file order, about n²·L/2.",
+                             "n·L·(log2(n) + tail) tokens per U(D); canonical = the authors' file order, about n²·L/2.",
                      choices=LAYOUTS)
     tail: int = opt(TAIL, "Tree layout: examples that end every context, the same ones for every query (as the "
                           "authors' order ends every context); 0 = a query's tree sibling is the last demonstration.",

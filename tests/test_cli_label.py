@@ -50,7 +50,7 @@ def test_gold_labels_do_not_change_the_search(tmp_path, smollm2_path):
         data, _ = _subset(tmp_path, 10, shuffle_gold=shuffle, name=f"d{k}.jsonl")
         out = tmp_path / f"run{k}"
         res = CliRunner().invoke(main, ["label", str(data), "--model", "smollm2", "--out", str(out),
-                                        "--iterations", "15", "--plain", "--seed", "3", "--n-ctx", "2048"])
+                                        "--iterations", "10", "--plain", "--seed", "3", "--n-ctx", "2048"])
         assert res.exit_code == 0, res.output
         runs.append((out / "labels.jsonl").read_bytes())
     assert runs[0] == runs[1]
