@@ -22,7 +22,7 @@ from .options import Batching, ModelOptions
 from .search import SearchConfig
 from .tasks import Task
 
-VERSION = 3
+VERSION = 2
 SECTIONS = {"model_options": ModelOptions, "search": SearchConfig, "batching": Batching}
 
 

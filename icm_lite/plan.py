@@ -15,16 +15,16 @@ would otherwise reward or punish the change itself). Two layouts:
   tree       divide and conquer: split the examples into halves A and B; B is pushed once as the shared
              prefix of every leaf in A, and A for every leaf in B; recurse. Each level pushes every labeled
              demonstration once, so one U(D) costs about n·L·log2(n) tokens plus n queries instead of n²·L.
-             The leaves are the examples in a seeded random order (`shuffled`), and the last `tail` of them
-             (TAIL = 4) are pushed right before every query instead of inside the halves, so every context
-             ends with the same demonstrations, as every context does in the authors' order. Without the
-             tail, the demonstrations right before a query are its nearest tree neighbours, and a model that
-             copies recent labels rewards labelings in which neighbours agree (spam: sibling-agreeing
-             labelings scored as high as gold). The labels of the last ~4 demonstrations move a small model's
-             prediction 2-5 times as much as a far one's (measured on 6 datasets: benchmarks/README.md); a
-             copied label that is the same for every query favours no labeling of a balanced set. A regular
-             leaf order would also give the search a pattern (file order: a pair-mate is the sibling); a
-             random order gives it none. The tail costs about n·tail·L tokens more per U(D).
+             The leaves are the examples in a seeded random order (`shuffled`): the demonstrations right
+             before a query are its nearest tree neighbours, and a small model copies recent labels, so
+             labelings in which neighbours agree gain (measured on spam: benchmarks/README.md, bench_recency).
+             A regular leaf order would hand the search that pattern (file order: a pair-mate is the sibling;
+             "first of the pair = True" scored above gold); with a random order the rewarded labelings have
+             nothing to do with the data, but where the concept's signal is weak the search still finds them.
+             `tail` (default TAIL = 0, `--tail`): the last `tail` examples of the shuffle are kept out of the
+             halves and pushed right before every query, so every context ends with the same examples, as in
+             the authors' order; it costs about n·tail·L tokens more per U(D), and every prediction then leans
+             towards the tail's labels (measured with 4: benchmarks/README.md; not the default).
   canonical  the authors' order: every query after all other labeled examples in file order (groups
              contiguous); built as a trie, about n²·L/2 tokens per U(D).
 
@@ -42,7 +42,7 @@ from typing import Callable, Hashable, Protocol, Sequence
 
 Item = tuple[int, "bool | None"]  # (example index, label) for a demonstration; label None = query
 LAYOUTS = ("tree", "canonical")
-TAIL = 4  # tree layout: examples that end every context (see the module docstring)
+TAIL = 0  # tree layout: examples that end every context (see the module docstring; `--tail`)
 
 
 @dataclass

@@ -77,9 +77,9 @@ class SearchConfig:
     order: str = opt("tree", "Where each demonstration sits in a context: tree = divide and conquer, about "
                              "n·L·(log2(n) + tail) tokens per U(D); canonical = the authors' file order, about n²·L/2.",
                      choices=LAYOUTS)
-    tail: int = opt(TAIL, "Tree layout: examples that end every context, the same ones for every query (as the "
-                          "authors' order ends every context); 0 = a query's tree sibling is the last demonstration.",
-                    min=0)
+    tail: int = opt(TAIL, "Tree layout: examples pushed right before every query, the same ones for every query "
+                          "(as in the authors' order), instead of the query's tree neighbours. Costs n·tail·L tokens "
+                          "per U(D); predictions lean towards the tail's labels.", min=0)
     delta: str = opt("exact", "How dU is computed: exact = every labeled example rescored under the new labeling "
                               "(one leave-one-out pass); sample = the changed examples plus a random block of about "
                               "--queries others (unbiased; accepted with the penalty rule for its noise). Opt-in.",
