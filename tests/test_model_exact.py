@@ -54,7 +54,7 @@ def _check(path, tol, n=12, **backend_options):
 
 
 def test_smollm2_tree_scores_equal_from_scratch(smollm2_path):
-    _check(smollm2_path, 0.01)
+    _check(smollm2_path, 0.01, n=10)  # 10 claims: three tree levels and every decode-length case, in less CI time
 
 
 def test_gemma_tree_scores_equal_from_scratch(gemma_path):
