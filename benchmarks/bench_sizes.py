@@ -25,7 +25,7 @@ What is measured, and how:
   seconds (8B GPU)      the same decode logs priced with published llama.cpp rates for Llama-3 8B Q4_K_M (GPUS below:
                         pp512 and pp8192 give a and b, c = 0; a decode never takes less than one generated token, 1/tg).
 
-  python benchmarks/bench_sizes.py [--ns 64,128,256] [--measure --budget 150 | --fit SAVED.json] [--json | --report FILE]
+  python benchmarks/bench_sizes.py [--ns 64,128,256] [--measure --budget 150 | --fit SAVED.json] [--tail N] [--json | --report FILE]
 """
 
 from __future__ import annotations
@@ -149,12 +149,12 @@ def gpu_model(g: dict) -> dict:
 
 
 # --- counting ------------------------------------------------------------------------------------------------
-def count(ds, table: dict, prefix: int, max_iterations: int) -> tuple[dict, dict]:
+def count(ds, table: dict, prefix: int, max_iterations: int, tail: int = 0) -> tuple[dict, dict]:
     t0 = time.perf_counter()
     n = len(ds.examples)
     hidden = [bool(g) for g in ds.gold]
     fake = Counting(hidden, table, prefix)
-    sc = Scorer(fake, ds.examples)
+    sc = Scorer(fake, ds.examples, tail=tail)
     root = sc.plan([hidden])
     ctx = contexts(root)
     fake.run(root)
@@ -164,7 +164,7 @@ def count(ds, table: dict, prefix: int, max_iterations: int) -> tuple[dict, dict
            "naive_tokens": sum(sum(fake.length(it) for it in seq) for seq in ctx.values()),
            "max_context": prefix + max(sum(fake.length(it) for it in seq) for seq in ctx.values())}
 
-    search = Search(ds.examples, sc, ds.task.relation, SearchConfig(iterations=max_iterations))
+    search = Search(ds.examples, sc, ds.task.relation, SearchConfig(iterations=max_iterations, tail=tail))
     fake.reset_stats()
     fake.calls = []
     search.start()
@@ -305,6 +305,7 @@ def main() -> None:
     ap.add_argument("--check-n", type=int, default=32, help="claims in the real U(D) that checks the CPU fit")
     ap.add_argument("--fit", metavar="JSON", help="reuse the CPU measurement of a saved --measure --json run (the fit "
                                                  "prices decodes on that machine; it does not depend on the plan)")
+    ap.add_argument("--tail", type=int, default=0, help="the tree layout's --tail (plan.py)")
     ap.add_argument("--json", action="store_true", help="one JSON object on stdout instead of tables")
     ap.add_argument("--report", metavar="JSON", help="print the tables of a saved --json run (no model, no search)")
     args = ap.parse_args()
@@ -328,7 +329,7 @@ def main() -> None:
         table = {it: tok.length(it) for i in range(len(full.examples)) for it in ((i, None), (i, True), (i, False))}
         for n in ns:
             ds = replace(full, examples=full.examples[:n], gold=full.gold[:n])
-            row, log = count(ds, table, tok.prefix_length, args.max_iterations)
+            row, log = count(ds, table, tok.prefix_length, args.max_iterations, args.tail)
             row["data"] = kind
             row["kv_gemma_mib"] = round(kv_bytes(shape, row["max_context"]) / 2**20)
             row["kv_8b_gib"] = round(kv_bytes(LLAMA_8B, row["max_context"]) / 2**30, 2)
