@@ -69,10 +69,10 @@ def accuracy(scores: dict[int, float], gold) -> float:
     return sum((s > 0) == gold[i] for i, s in scores.items()) / len(scores)
 
 
-def baselines(ds, backend, order: str) -> dict:
+def baselines(ds, backend, order: str, tail: int = 0) -> dict:
     """Zero-shot, gold many-shot and random many-shot accuracy, and P, I of the gold labeling (no search)."""
     n = len(ds.examples)
-    sc = Scorer(backend, ds.examples, order)
+    sc = Scorer(backend, ds.examples, order, tail=tail)
     gold = list(ds.gold)
     rand = [True] * (n // 2) + [False] * (n - n // 2)
     random.Random(0).shuffle(rand)
@@ -137,12 +137,13 @@ def main() -> None:
         task = Task.resolve(str(task_spec))
         ds = load_dataset(data, task)
         backend.prepare(ds.examples, task.label_words)
-        by_order: dict[str, dict] = {}  # the baselines depend on the layout only, not on the other settings
+        by_order: dict[tuple, dict] = {}  # the baselines depend on the layout only, not on the other settings
         for setting in args.settings.split(","):
             search = dataclasses.replace(SearchConfig(), **{**SETTINGS[setting], **overrides})
-            if search.order not in by_order:
-                by_order[search.order] = baselines(ds, backend, search.order)
-            base = by_order[search.order]
+            layout = (search.order, search.tail)
+            if layout not in by_order:
+                by_order[layout] = baselines(ds, backend, *layout)
+            base = by_order[layout]
             emit({"kind": "baseline", "model": ref.name, "dataset": name, "setting": setting, **base,
                   "U_gold_all": search.alpha * base["P_gold"] - base["I_gold"]})
             for seed in (int(s) for s in args.seeds.split(",")):

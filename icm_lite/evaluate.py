@@ -226,7 +226,7 @@ def u_gap(run: LabeledRun, backend) -> dict:
             return {"skipped": f"batch {b + 1} does not fit n_ctx={backend.n_ctx} (--n-ctx)"}
         local = [run.dataset.examples[i] for i in idx]
         view = BatchView(backend, idx, carried if b > 0 else ())
-        scorer = Scorer(view, local, cfg.order, batch_seed(cfg.seed, b))  # the batch's layout, as its search had it
+        scorer = Scorer(view, local, cfg.order, batch_seed(cfg.seed, b), cfg.tail)  # the batch's layout, as its search had it
         cons = Consistency(local, run.dataset.task.relation)
         icm = [searched[i] for i in idx]
         labelings = {"icm": icm, "gold_same": [gold[i] if y is not None else None for i, y in zip(idx, icm)],

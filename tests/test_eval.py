@@ -293,7 +293,9 @@ def test_u_gap_says_which_gap_it_is():
     assert got["gap"] == "model prefers other labels" and got["icm"] > got["gold_same"] + 0.1
 
 
-def test_u_of_the_icm_labels_is_what_the_search_reported(tmp_path):
+@pytest.mark.parametrize("tail", [0, 4])
+def test_u_of_the_icm_labels_is_what_the_search_reported(tmp_path, tail):
+    """In the run's own layout (--tail included): a recency-sensitive fake scores other layouts differently."""
     from icm_lite.evaluate import u_gap
     from icm_lite.rundir import RunDir
     from icm_lite.search import SearchConfig
@@ -302,11 +304,12 @@ def test_u_of_the_icm_labels_is_what_the_search_reported(tmp_path):
 
     examples, hidden = hidden_concept(20, seed=4)
     ds = Dataset(tuple(examples), tuple(hidden), CLAIM, "mem")
-    job = job_for(ds, fake(hidden), SearchConfig(iterations=30, seed=1, alpha=5.0), RunDir.create(tmp_path / "r"))
+    job = job_for(ds, fake(hidden, recency=0.5), SearchConfig(iterations=30, seed=1, alpha=5.0, tail=tail),
+                  RunDir.create(tmp_path / "r"))
     summary = job.run()
     searched = tuple(job.labels)
-    run = LabeledRun(tmp_path / "r", {"search": {"alpha": 5.0}}, summary, ds,
+    run = LabeledRun(tmp_path / "r", {"search": {"alpha": 5.0, "seed": 1, "tail": tail}}, summary, ds,
                      tuple(y if y is not None else job.predicted.get(i, (None,))[0] for i, y in enumerate(searched)),
                      tuple(None for _ in searched),
                      tuple("search" if y is not None else "prediction" for y in searched))
-    assert u_gap(run, fake(hidden))["icm"] == pytest.approx(summary["U"], abs=1e-9)
+    assert u_gap(run, fake(hidden, recency=0.5))["icm"] == pytest.approx(summary["U"], abs=1e-9)
