@@ -69,7 +69,7 @@ def accuracy(scores: dict[int, float], gold) -> float:
     return sum((s > 0) == gold[i] for i, s in scores.items()) / len(scores)
 
 
-def baselines(ds, backend, order: str, tail: int = 0) -> dict:
+def baselines(ds, backend, order: str, tail: int) -> dict:
     """Zero-shot, gold many-shot and random many-shot accuracy, and P, I of the gold labeling (no search)."""
     n = len(ds.examples)
     sc = Scorer(backend, ds.examples, order, tail=tail)

@@ -49,7 +49,7 @@ sys.path.insert(0, str(ROOT))
 
 from icm_lite.data import build_dataset, read_records  # noqa: E402
 from icm_lite.fake import FakeBackend  # noqa: E402
-from icm_lite.plan import contexts, plan_tokens  # noqa: E402
+from icm_lite.plan import TAIL, contexts, plan_tokens  # noqa: E402
 from icm_lite.scoring import Scorer  # noqa: E402
 from icm_lite.search import Search, SearchConfig  # noqa: E402
 from icm_lite.tasks import Task  # noqa: E402
@@ -149,7 +149,7 @@ def gpu_model(g: dict) -> dict:
 
 
 # --- counting ------------------------------------------------------------------------------------------------
-def count(ds, table: dict, prefix: int, max_iterations: int, tail: int = 0) -> tuple[dict, dict]:
+def count(ds, table: dict, prefix: int, max_iterations: int, tail: int = TAIL) -> tuple[dict, dict]:
     t0 = time.perf_counter()
     n = len(ds.examples)
     hidden = [bool(g) for g in ds.gold]
@@ -305,10 +305,12 @@ def main() -> None:
     ap.add_argument("--check-n", type=int, default=32, help="claims in the real U(D) that checks the CPU fit")
     ap.add_argument("--fit", metavar="JSON", help="reuse the CPU measurement of a saved --measure --json run (the fit "
                                                  "prices decodes on that machine; it does not depend on the plan)")
-    ap.add_argument("--tail", type=int, default=0, help="the tree layout's --tail (plan.py)")
+    ap.add_argument("--tail", type=int, default=TAIL, help="the tree layout's --tail (plan.py)")
     ap.add_argument("--json", action="store_true", help="one JSON object on stdout instead of tables")
     ap.add_argument("--report", metavar="JSON", help="print the tables of a saved --json run (no model, no search)")
     args = ap.parse_args()
+    if args.fit and args.measure:
+        ap.error("--fit reuses a measurement, --measure makes one: give one of them")
     if args.report:
         return report(orjson.loads(Path(args.report).read_bytes()))
 
@@ -338,9 +340,12 @@ def main() -> None:
             logs[(kind, n)] = log
     tok.close()
 
-    measured = measure(str(ref.path), sets["long"], sets["short"], args.budget, args.check_n) if args.measure else None
     if args.fit:
         measured = orjson.loads(Path(args.fit).read_bytes())["measured"]
+    elif args.measure:
+        measured = measure(str(ref.path), sets["long"], sets["short"], args.budget, args.check_n)
+    else:
+        measured = None
     models = {name: gpu_model(g) for name, g in GPUS.items()}
     if measured:
         models = {CPU: measured["fit"], **models}

@@ -143,7 +143,7 @@ def layout(kind: str, order: Sequence[int], seed: int = 0, tail: int = TAIL) -> 
     if kind == "tree":
         leaves = shuffled(order, seed)
         k = max(0, min(tail, len(leaves) - 1))
-        return tree_layout(leaves, leaves[len(leaves) - k:] if k else ())
+        return tree_layout(leaves, leaves[len(leaves) - k:])
     if kind == "canonical":
         return canonical_layout(order)
     raise ValueError(f"layout must be one of {LAYOUTS}")
