@@ -10,21 +10,27 @@ Where each demonstration sits in a context is fixed once per batch by a `Layout`
 examples, labeled or not: the context of query i is the layout's sequence for i with the examples that are
 unlabeled (in the labeling being scored) left out. So a score is a function of the labeling alone, and a
 changed example sits at its own place in every context, never in a special one (a recency-sensitive model
-would otherwise reward or punish the change itself). Two layouts:
+would otherwise reward or punish the change itself). Three layouts:
 
   tree       divide and conquer: split the examples into halves A and B; B is pushed once as the shared
              prefix of every leaf in A, and A for every leaf in B; recurse. Each level pushes every labeled
              demonstration once, so one U(D) costs about n·L·log2(n) tokens plus n queries instead of n²·L.
              The leaves are the examples in a seeded random order (`shuffled`): the demonstrations right
-             before a query are its nearest tree neighbours, and a small model copies recent labels, so
-             labelings in which neighbours agree gain (measured on spam: benchmarks/README.md, bench_recency).
-             A regular leaf order would hand the search that pattern (file order: a pair-mate is the sibling;
-             "first of the pair = True" scored above gold); with a random order the rewarded labelings have
-             nothing to do with the data, but where the concept's signal is weak the search still finds them.
+             before a query are its nearest tree neighbours, different for every query, and a small model
+             copies recent labels, so labelings in which neighbours agree gain. Where the concept's signal is
+             weak the search finds such labelings: they score above gold in their own layout and below it in
+             any other (measured on spam: benchmarks/README.md, "one layout's labelings").
              `tail` (default TAIL = 0, `--tail`): the last `tail` examples of the shuffle are kept out of the
              halves and pushed right before every query, so every context ends with the same examples, as in
              the authors' order; it costs about n·tail·L tokens more per U(D), and every prediction then leans
              towards the tail's labels (measured with 4: benchmarks/README.md; not the default).
+  grouped    the tree over whole consistency groups (`grouped`, `group_tree_layout`): the groups in a seeded
+             random order, the halves cut between groups, so a group's members are the leaves of one subtree
+             and read the same demonstrations before they read each other. For a pair labeled one True, one
+             False (asymmetry), whatever the shared demonstrations add to both members' log-odds cancels in
+             P (code objective: +s for one, -s for the other), so no arrangement of the other labels can buy
+             U through recency; what is left is the pair's own content. Examples without a group are groups
+             of one: with no groups at all this is the tree, the same layout. Same cost as the tree.
   canonical  the authors' order: every query after all other labeled examples in file order (groups
              contiguous); built as a trie, about n²·L/2 tokens per U(D).
 
@@ -41,7 +47,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Hashable, Protocol, Sequence
 
 Item = tuple[int, "bool | None"]  # (example index, label) for a demonstration; label None = query
-LAYOUTS = ("tree", "canonical")
+LAYOUTS = ("tree", "grouped", "canonical")
 TAIL = 0  # tree layout: examples that end every context (see the module docstring; `--tail`)
 
 
@@ -137,13 +143,49 @@ def canonical_layout(order: Sequence[int]) -> Slot:
     return chain
 
 
-def layout(kind: str, order: Sequence[int], seed: int = 0, tail: int = TAIL) -> Slot:
+def grouped(units: Sequence[Sequence[int]], seed: int) -> list[list[int]]:
+    """Whole groups in a seeded random order, each group's members in a seeded random order too. With groups
+    of one this is `shuffled`: the same permutation.
+
+    Example: grouped([[0, 1], [2, 3]], 0) -> [[3, 2], [0, 1]] (or another fixed arrangement)
+    """
+    out = [list(u) for u in random.Random(seed).sample([tuple(u) for u in units], len(units))]
+    inner = random.Random(f"{seed}|members")
+    return [inner.sample(u, len(u)) if len(u) > 1 else u for u in out]
+
+
+def group_tree_layout(units: Sequence[Sequence[int]], tail: Sequence[int] = ()) -> Slot:
+    """`tree_layout` over whole groups: the halves are cut between groups (nearest the middle by examples),
+    so a group's members are leaves of one subtree and share every demonstration before it. With groups of
+    one this is `tree_layout` of the flattened order."""
+    if len(units) == 1:
+        return tree_layout(units[0], tail)
+    sizes = [len(u) for u in units]
+    half, acc, cut, best = sum(sizes) / 2, 0, 1, None
+    for k in range(1, len(units)):
+        acc += sizes[k - 1]
+        if best is None or abs(acc - half) < best:
+            cut, best = k, abs(acc - half)
+    left, right = group_tree_layout(units[:cut], tail), group_tree_layout(units[cut:], tail)
+    a = tuple(i for u in units[:cut] for i in u if i not in tail)
+    b = tuple(i for u in units[cut:] for i in u if i not in tail)
+    return Slot(left.mask | right.mask, [(b, left), (a, right)])
+
+
+def layout(kind: str, order: Sequence[int], seed: int = 0, tail: int = TAIL,
+           units: Sequence[Sequence[int]] | None = None) -> Slot:
     """The layout of `order` (the examples in canonical order); the tree's leaves are a seeded shuffle of it,
-    and the last `tail` of the shuffle end every context."""
+    and the last `tail` of the shuffle end every context. `units`: the consistency groups in canonical order
+    (default: every example its own), which the grouped tree keeps together."""
     if kind == "tree":
         leaves = shuffled(order, seed)
         k = max(0, min(tail, len(leaves) - 1))
         return tree_layout(leaves, leaves[len(leaves) - k:])
+    if kind == "grouped":
+        parts = grouped(units if units is not None else [[i] for i in order], seed)
+        leaves = [i for u in parts for i in u]
+        k = max(0, min(tail, len(leaves) - 1))
+        return group_tree_layout(parts, leaves[len(leaves) - k:])
     if kind == "canonical":
         return canonical_layout(order)
     raise ValueError(f"layout must be one of {LAYOUTS}")

@@ -74,8 +74,10 @@ class SearchConfig:
     fix_rounds: int = opt(10, "ConsistencyFix rounds per proposal.", min=0)
     objective: str = opt("code", "code: mean log-odds (authors' code); paper: sum of log-probabilities.",
                          choices=OBJECTIVES)
-    order: str = opt("tree", "Where each demonstration sits in a context: tree = divide and conquer, about "
-                             "n·L·(log2(n) + tail) tokens per U(D); canonical = the authors' file order, about n²·L/2.",
+    order: str = opt("tree", "Where each demonstration sits in a context: tree = divide and conquer over a seeded "
+                             "shuffle, about n·L·(log2(n) + tail) tokens per U(D); grouped = the same tree over whole "
+                             "consistency groups (a group's members read the same demonstrations); canonical = the "
+                             "authors' file order, about n²·L/2.",
                      choices=LAYOUTS)
     tail: int = opt(TAIL, "Tree layout: examples pushed right before every query, the same ones for every query "
                           "(as in the authors' order), instead of the query's tree neighbours. Costs n·tail·L tokens "

@@ -1,11 +1,13 @@
 """The scoring plan: exact leave-one-out contexts, same order for compared labelings, token counts."""
 
 import math
+import random
 
 import pytest
 
 from icm_lite.fake import FakeBackend
-from icm_lite.plan import LAYOUTS, TAIL, build, canonical_layout, contexts, layout, plan_tokens, shuffled, tree_layout
+from icm_lite.plan import (LAYOUTS, TAIL, build, canonical_layout, contexts, grouped, layout, plan_tokens, shuffled,
+                           tree_layout)
 from icm_lite.scoring import Scorer, predictability
 from icm_lite.tasks import Example
 
@@ -190,3 +192,62 @@ def test_a_label_copied_from_the_last_demonstration_favours_sibling_agreement_on
         gaps[tail] = u["paired"] - u["hidden"]
     assert gaps[0] > 0.5  # without a tail the search would prefer the sibling pattern to the concept
     assert gaps[1] < -0.5  # with it, the concept wins
+
+
+def _pairs(n):
+    return [[i, i + 1] for i in range(0, n - 1, 2)] + ([[n - 1]] if n % 2 else [])
+
+
+@pytest.mark.parametrize("tail", [0, 3])
+@pytest.mark.parametrize("units", [_pairs(21), [[0, 1, 2, 3, 4], [5, 6], [7], [8, 9, 10, 11], [12, 13, 14]]])
+def test_the_grouped_tree_keeps_a_group_together_before_its_queries(units, tail):
+    """Every context holds all other labeled examples once, and the members of a group share every
+    demonstration that is not one of them: a group is one subtree, its members its leaves."""
+    n = sum(map(len, units))
+    labels = _labels(n)
+    root = layout("grouped", range(n), seed=2, tail=tail, units=units)
+    ctx = contexts(build(root, [labels]))
+    group = {i: g for g, u in enumerate(units) for i in u}
+    ends = [i for u in grouped(units, 2) for i in u][n - tail:] if tail else []  # the tail, the same for all
+    for (_, i), seq in ctx.items():
+        assert sorted(seq[:-1]) == [(j, y) for j, y in enumerate(labels) if j != i]
+    for u in units:
+        if len(u) > 1:
+            outside = {tuple(x for x in ctx[(0, i)][:-1] if group[x[0]] != group[i] and x[0] not in ends) for i in u}
+            assert len(outside) == 1, f"group {u} members see different demonstrations around them"
+
+
+def test_the_grouped_tree_of_single_examples_is_the_tree():
+    for n in (1, 2, 5, 16, 33):
+        assert layout("grouped", range(n), seed=4, tail=2) == layout("tree", range(n), seed=4, tail=2)
+
+
+def test_in_the_grouped_tree_a_copied_label_cannot_favour_one_pair_labeling_over_another():
+    """A model that copies recent labels (the fake's recency) rewards labelings by where their labels sit. In
+    the grouped tree the two members of a pair read the same demonstrations, then each other; a pair labeled
+    one True, one False (asymmetry) then gains the same from any demonstrations, so with the concept's signal
+    removed (follow 0) every consistent labeling scores the same recency term: P with recency = P without - r.
+    In the scattered tree the term differs between labelings (the sibling-agreement reward)."""
+    n = 24
+    hidden = [i % 2 == 0 for i in range(n)]
+    examples = [Example(str(i), "p", group=str(i // 2), key=str(i % 2)) for i in range(n)]
+    rng = random.Random(0)
+    labelings = []
+    for _ in range(6):
+        lab = [None] * n
+        for g in range(n // 2):
+            t = rng.random() < 0.5
+            lab[2 * g], lab[2 * g + 1] = t, not t
+        labelings.append(lab)
+    gaps = {}
+    for kind in ("grouped", "tree"):
+        u = []
+        for lab in labelings:
+            p = {}
+            for r in (0.0, 2.0):
+                fb = FakeBackend(hidden, follow=0.0, noise=0.3, recency=r)
+                p[r] = predictability(Scorer(fb, examples, kind, 1).loo(lab), lab)
+            u.append(p[2.0] - p[0.0])
+        gaps[kind] = u
+    assert gaps["grouped"] == pytest.approx([-2.0] * len(labelings))
+    assert max(gaps["tree"]) - min(gaps["tree"]) > 0.5
