@@ -48,7 +48,8 @@ from typing import Callable, Hashable, Protocol, Sequence
 
 Item = tuple[int, "bool | None"]  # (example index, label) for a demonstration; label None = query
 LAYOUTS = ("tree", "grouped", "canonical")
-TAIL = 0  # tree layout: examples that end every context (see the module docstring; `--tail`)
+LAYOUT = "grouped"  # the default layout (`--order`; measured against the others: benchmarks/README.md)
+TAIL = 0  # tree layouts: examples that end every context (see the module docstring; `--tail`)
 
 
 @dataclass

@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 from typing import Hashable, Iterable, Protocol, Sequence
 
-from .plan import TAIL, Item, Node, build
+from .plan import LAYOUT, TAIL, Item, Node, build
 from .plan import layout as make_layout
 from .tasks import Example
 
@@ -58,7 +58,7 @@ def predictability(scores: dict[int, float], labels: Labels, objective: str = "c
 class Scorer:
     """Leave-one-out log-odds of labelings of `examples`, every context laid out by one fixed `Layout`."""
 
-    def __init__(self, backend: Backend, examples: Sequence[Example], layout: str = "tree", seed: int = 0,
+    def __init__(self, backend: Backend, examples: Sequence[Example], layout: str = LAYOUT, seed: int = 0,
                  tail: int = TAIL):
         self.backend = backend
         self.examples = examples

@@ -39,7 +39,7 @@ from typing import Callable, Iterator, Sequence
 
 from .consistency import Consistency
 from .options import opt
-from .plan import LAYOUTS, TAIL
+from .plan import LAYOUT, LAYOUTS, TAIL
 from .estimate import Block, horvitz_thompson
 from .scoring import OBJECTIVES, Scorer, aggregate, predictability, term
 from .tasks import Example
@@ -74,7 +74,7 @@ class SearchConfig:
     fix_rounds: int = opt(10, "ConsistencyFix rounds per proposal.", min=0)
     objective: str = opt("code", "code: mean log-odds (authors' code); paper: sum of log-probabilities.",
                          choices=OBJECTIVES)
-    order: str = opt("tree", "Where each demonstration sits in a context: tree = divide and conquer over a seeded "
+    order: str = opt(LAYOUT, "Where each demonstration sits in a context: tree = divide and conquer over a seeded "
                              "shuffle, about n·L·(log2(n) + tail) tokens per U(D); grouped = the same tree over whole "
                              "consistency groups (a group's members read the same demonstrations); canonical = the "
                              "authors' file order, about n²·L/2.",

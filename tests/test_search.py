@@ -358,8 +358,8 @@ def test_average_iteration_costs_at_most_one_u_evaluation():
     assert changing and max(changing) < 25  # a fix round (two options) costs up to two passes
 
 
-# The exact mode's labels, U and tokens after 150 iterations, recorded once. The estimated dU (--delta sample) is a
-# separate path: adding or changing it must not move the exact search by a single step or token.
+# The exact mode's labels, U and tokens after 150 iterations in the tree layout, recorded once. The estimated dU
+# (--delta sample) is a separate path: adding or changing it must not move the exact search by a single step or token.
 EXACT_TRACE = {0: ('0011010110001001000010001110001010000100', 88.643302, 375434),
                1: ('1001110011010110100110011111111111110001', 83.472321, 323957),
                2: ('0011000100011100001111111000111100010001', 82.991763, 376067)}
@@ -369,7 +369,8 @@ EXACT_TRACE = {0: ('0011010110001001000010001110001010000100', 88.643302, 375434
 def test_the_exact_mode_is_unchanged(seed):
     examples, hidden = hidden_concept(40, seed=seed, groups=10)
     fb = FakeBackend(hidden, seed=seed, noise=1.0)
-    st = Search(examples, Scorer(fb, examples), "none", SearchConfig(iterations=150, seed=seed)).run()
+    st = Search(examples, Scorer(fb, examples, "tree"), "none",
+                SearchConfig(iterations=150, seed=seed, order="tree")).run()
     got = ("".join("." if y is None else "1" if y else "0" for y in st.labels), round(st.U, 6), fb.tokens_evaluated)
     assert got == EXACT_TRACE[seed]
 
@@ -379,7 +380,8 @@ def _sampling_search(n=64, seed=0, queries=8):
 
     examples, hidden = hidden_concept(n, seed=seed, groups=n // 4)
     fb = FakeBackend(hidden, seed=seed, noise=1.0, recency=0.3)
-    s = Search(examples, Scorer(fb, examples), "none", SearchConfig(seed=seed, delta="sample", queries=queries))
+    s = Search(examples, Scorer(fb, examples, "tree"), "none",
+               SearchConfig(seed=seed, delta="sample", queries=queries, order="tree"))
     labels = [h if i % 5 else None for i, h in enumerate(hidden)]  # most labeled, a few not
     labels[3] = not labels[3]
     s.state.labels = labels
@@ -442,7 +444,7 @@ def test_the_penalty_rule_discounts_noisy_estimates():
     s, hidden = _sampling_search(queries=4)
     s._sample = lambda: 12
     s.predict = lambda x: 1.0 if not hidden[12] else -1.0  # always propose the wrong label for 12
-    s.config = SearchConfig(seed=0, delta="sample", queries=4, t0=0.5, t_min=0.5)
+    s.config = SearchConfig(seed=0, delta="sample", queries=4, t0=0.5, t_min=0.5, order="tree")
     kinds = [s.step() for _ in range(40)]
     assert all(e.noise is not None for e in kinds)
     d = [e.delta / 0.5 - e.noise ** 2 / (2 * 0.25) for e in kinds]

@@ -59,30 +59,30 @@ def job(tmp_path, gold=True, iterations=6, shuffle_gold=None, backend=FakeBacken
 
 
 EXPECTED = """\
-[0/6] seed   T=10.000 U=-3.429 P=-0.114 I=0 labeled=4 true=2 tokens=547 batch=1/3
-[1/6] accept ex=6 dU=+10.527 T=4.191 U=7.098 P=0.237 I=0 labeled=5 true=2 tokens=1518 batch=1/3
-[2/6] accept ex=7 dU=+6.835 T=3.128 U=13.933 P=0.464 I=0 labeled=6 true=2 tokens=2701 batch=1/3
-[3/6] accept ex=4 dU=-2.610 T=2.651 U=11.323 P=0.377 I=0 labeled=7 true=2 tokens=4139 batch=1/3
-[4/6] accept ex=5 dU=+1.499 T=2.370 U=12.822 P=0.427 I=0 labeled=8 true=3 tokens=5832 batch=1/3
-[5/6] accept ex=2 dU=+6.787 T=2.182 U=19.609 P=0.654 I=0 labeled=8 true=4 tokens=7184 batch=1/3
-[6/6] skip   ex=6 T=2.182 U=19.609 P=0.654 I=0 labeled=8 true=4 tokens=7184 batch=1/3
-[6/6] done   T=2.182 U=19.609 P=0.654 I=0 labeled=8 true=4 tokens=7184 batch=1/3
-[0/6] seed   T=10.000 U=46.214 P=1.540 I=0 labeled=4 true=2 tokens=8020 batch=2/3
-[1/6] skip   ex=11 T=10.000 U=46.214 P=1.540 I=0 labeled=4 true=2 tokens=8020 batch=2/3
+[0/6] seed   T=10.000 U=-3.429 P=-0.114 I=0 labeled=4 true=2 tokens=504 batch=1/3
+[1/6] accept ex=6 dU=+10.527 T=4.191 U=7.098 P=0.237 I=0 labeled=5 true=2 tokens=1475 batch=1/3
+[2/6] accept ex=7 dU=+6.835 T=3.128 U=13.933 P=0.464 I=0 labeled=6 true=2 tokens=2658 batch=1/3
+[3/6] accept ex=4 dU=-2.610 T=2.651 U=11.323 P=0.377 I=0 labeled=7 true=2 tokens=4096 batch=1/3
+[4/6] accept ex=5 dU=+1.499 T=2.370 U=12.822 P=0.427 I=0 labeled=8 true=3 tokens=5789 batch=1/3
+[5/6] accept ex=2 dU=+6.787 T=2.182 U=19.609 P=0.654 I=0 labeled=8 true=4 tokens=7141 batch=1/3
+[6/6] skip   ex=6 T=2.182 U=19.609 P=0.654 I=0 labeled=8 true=4 tokens=7141 batch=1/3
+[6/6] done   T=2.182 U=19.609 P=0.654 I=0 labeled=8 true=4 tokens=7141 batch=1/3
+[0/6] seed   T=10.000 U=46.214 P=1.540 I=0 labeled=4 true=2 tokens=7977 batch=2/3
+[1/6] skip   ex=11 T=10.000 U=46.214 P=1.540 I=0 labeled=4 true=2 tokens=7977 batch=2/3
 [2/6] accept ex=15 dU=+14.211 T=4.191 U=60.425 P=2.014 I=0 labeled=5 true=2 tokens=8948 batch=2/3
 [3/6] accept ex=14 dU=+3.306 T=3.128 U=63.731 P=2.124 I=0 labeled=6 true=3 tokens=10131 batch=2/3
 [4/6] reject ex=13 dU=-2.691 T=3.128 U=63.731 P=2.124 I=0 labeled=6 true=3 tokens=11569 batch=2/3
 [5/6] reject ex=13 dU=-2.691 T=3.128 U=63.731 P=2.124 I=0 labeled=6 true=3 tokens=11569 batch=2/3
 [6/6] reject ex=13 dU=-2.691 T=3.128 U=63.731 P=2.124 I=0 labeled=6 true=3 tokens=11569 batch=2/3
 [6/6] done   T=3.128 U=63.731 P=2.124 I=0 labeled=6 true=3 tokens=11569 batch=2/3
-[0/6] seed   T=10.000 U=28.551 P=0.952 I=0 labeled=4 true=2 tokens=12657 batch=3/3
-[1/6] skip   ex=22 T=10.000 U=28.551 P=0.952 I=0 labeled=4 true=2 tokens=12657 batch=3/3
-[2/6] accept ex=16 dU=+12.734 T=4.191 U=41.285 P=1.376 I=0 labeled=5 true=2 tokens=13585 batch=3/3
-[3/6] accept ex=19 dU=-1.051 T=3.128 U=40.234 P=1.341 I=0 labeled=6 true=3 tokens=14768 batch=3/3
-[4/6] accept ex=18 dU=+8.300 T=2.651 U=48.534 P=1.618 I=0 labeled=7 true=3 tokens=16206 batch=3/3
-[5/6] skip   ex=20 T=2.651 U=48.534 P=1.618 I=0 labeled=7 true=3 tokens=16206 batch=3/3
-[6/6] accept ex=17 dU=+5.250 T=2.370 U=53.783 P=1.793 I=0 labeled=8 true=3 tokens=17899 batch=3/3
-[6/6] done   T=2.370 U=53.783 P=1.793 I=0 labeled=8 true=3 tokens=17899 batch=3/3
+[0/6] seed   T=10.000 U=28.551 P=0.952 I=0 labeled=4 true=2 tokens=12571 batch=3/3
+[1/6] skip   ex=22 T=10.000 U=28.551 P=0.952 I=0 labeled=4 true=2 tokens=12571 batch=3/3
+[2/6] accept ex=16 dU=+12.734 T=4.191 U=41.285 P=1.376 I=0 labeled=5 true=2 tokens=13542 batch=3/3
+[3/6] accept ex=19 dU=-1.051 T=3.128 U=40.234 P=1.341 I=0 labeled=6 true=3 tokens=14725 batch=3/3
+[4/6] accept ex=18 dU=+8.300 T=2.651 U=48.534 P=1.618 I=0 labeled=7 true=3 tokens=16163 batch=3/3
+[5/6] skip   ex=20 T=2.651 U=48.534 P=1.618 I=0 labeled=7 true=3 tokens=16163 batch=3/3
+[6/6] accept ex=17 dU=+5.250 T=2.370 U=53.783 P=1.793 I=0 labeled=8 true=3 tokens=17856 batch=3/3
+[6/6] done   T=2.370 U=53.783 P=1.793 I=0 labeled=8 true=3 tokens=17856 batch=3/3
 """
 
 # The documented format (ui.py): fields in this order, ex= and dU= only on proposals.
