@@ -2,13 +2,14 @@
 
 From a labeled state D (gold labels on a seeded half of the examples: a benchmark may read gold to build its
 state; the search never does), each of M unlabeled candidates x is added with its gold label and with the other
-label, and P(D + x) - P(D) is computed under three demonstration orders:
+label, and P(D + x) - P(D) is computed under these demonstration orders:
 
   last       the old plan: x placed right before every query (the other examples in canonical order)
-  tree       icm_lite's layout: every example at its own place in a divide-and-conquer tree whose leaves are
-             a seeded shuffle of the batch (plan.py)
+  tree       every example at its own place in a divide-and-conquer tree whose leaves are a seeded shuffle of
+             the batch (plan.py; the default before `grouped`)
+  grouped    icm_lite's default (plan.py): the same tree over whole groups in a seeded random order
   spread     the same tree over every group's first members, then its second members (an earlier layout)
-  grouped    the same tree over the canonical order (groups contiguous: a query's groupmates come last)
+  fileorder  the same tree over the canonical order (groups contiguous, not shuffled)
   canonical  the authors' order: every query after all other labeled examples in file order
 
 Reported per order: mean dP of the correct addition, how many correct additions have dP > 0, how often the
@@ -67,7 +68,7 @@ def main() -> None:
     ap.add_argument("--model", default=None)
     ap.add_argument("--candidates", type=int, default=8)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--orders", default="last,tree,spread,grouped,canonical")
+    ap.add_argument("--orders", default="last,tree,grouped,spread,fileorder,canonical")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
 
@@ -87,8 +88,8 @@ def main() -> None:
     backend.prepare(ds.examples, task.label_words)
     rows = []
     for order in args.orders.split(","):
-        scorer = Scorer(backend, ds.examples, "canonical" if order == "canonical" else "tree")
-        if order == "grouped":
+        scorer = Scorer(backend, ds.examples, order if order in ("canonical", "grouped") else "tree")
+        if order == "fileorder":
             scorer.layout = tree_layout(scorer.order)
         elif order == "spread":
             scorer.layout = tree_layout(spread(scorer.order, scorer.group_of))
