@@ -63,8 +63,8 @@ def test_demo_labels_agree_with_gold_far_above_zero_shot(tmp_path, gemma_path):
                                     "--out", str(tmp_path / "demo"), "--iterations", "30", "--plain", "--json"])
     assert res.exit_code == 0, res.output
     s = orjson.loads(res.stdout.strip().splitlines()[-1])
-    # measured (seed 0): 21 of 32 labeled after these 30 iterations, all agreeing with gold, 11 predicted (also all
-    # agreeing); zero-shot the model answers Yes to all 32 reviews (50%)
+    # measured (seed 0, grouped layout): 20 of 32 labeled after these 30 iterations (bench_quality's run: the 23 it
+    # had labeled by iteration 37 all agreed with gold); zero-shot the model answers Yes to all 32 reviews (50%)
     assert s["labeled"] >= 16 and s["inconsistencies"] == 0
     assert s["agreement"] >= 0.9 and s["zero_shot_accuracy"] <= 0.6
     assert s["labeled"] + s["predicted"] == 32
