@@ -68,7 +68,7 @@ class Scorer:
         self.rank = [(first[ex.group if ex.group is not None else ("solo", i)], i) for i, ex in enumerate(examples)]
         self.order = sorted(range(len(examples)), key=self.rank.__getitem__)
         self.layout_kind = layout
-        units: list[list[int]] = []
+        units: list[list[int]] = []  # the groups, in canonical order: runs of one group in self.order
         for i in self.order:
             if units and self.rank[units[-1][0]][0] == self.rank[i][0]:
                 units[-1].append(i)
