@@ -28,18 +28,9 @@ from bench_quality import DATASETS  # noqa: E402
 
 from icm_lite.consistency import Consistency  # noqa: E402
 from icm_lite.data import load_dataset  # noqa: E402
+from icm_lite.export import load_run, used_labels  # noqa: E402
 from icm_lite.scoring import Scorer, predictability  # noqa: E402
 from icm_lite.tasks import Task  # noqa: E402
-
-
-def searched_labels(run: Path, ids: list[str]) -> list:
-    """A run's searched labels in the dataset's order (None where it predicted or left the example)."""
-    got = {}
-    for line in open(run / "labels.jsonl", "rb"):
-        if line.strip():
-            row = orjson.loads(line)
-            got[row["id"]] = row["label"] if row.get("source", "search") == "search" else None
-    return [got.get(i) for i in ids]
 
 
 def main() -> None:
@@ -62,11 +53,10 @@ def main() -> None:
     ref = resolve_model(args.model)
     backend = open_backend(ref.path, ModelOptions(n_ctx=8192))
     backend.prepare(ds.examples, task.label_words)
-    ids = [ex.id for ex in ds.examples]
     gold = list(ds.gold)
     labelings = {"gold": gold, "flipped gold": [not y for y in gold]}
     for run in filter(None, args.runs.split(",")):
-        lab = searched_labels(Path(run), ids)
+        lab = list(used_labels(load_run(run), False))  # the searched labels, in the data file's order
         agree = sum(y == g for y, g in zip(lab, gold) if y is not None) / max(1, sum(y is not None for y in lab))
         labelings[f"{Path(run).name} ({agree:.0%} agreement)"] = lab
     cons = Consistency(ds.examples, task.relation)

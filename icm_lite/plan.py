@@ -42,6 +42,7 @@ Example: walk(build(tree_layout([0, 1, 2]), [[True, False, None]]), ops) -> {(0,
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass, field
 from typing import Callable, Hashable, Protocol, Sequence
@@ -162,10 +163,10 @@ def group_tree_layout(units: Sequence[Sequence[int]], tail: Sequence[int] = ()) 
     if len(units) == 1:
         return tree_layout(units[0], tail)
     sizes = [len(u) for u in units]
-    half, acc, cut, best = sum(sizes) / 2, 0, 1, None
+    half, acc, cut, best = sum(sizes) / 2, 0, 1, math.inf
     for k in range(1, len(units)):
         acc += sizes[k - 1]
-        if best is None or abs(acc - half) < best:
+        if abs(acc - half) < best:
             cut, best = k, abs(acc - half)
     left, right = group_tree_layout(units[:cut], tail), group_tree_layout(units[cut:], tail)
     a = tuple(i for u in units[:cut] for i in u if i not in tail)
@@ -178,12 +179,8 @@ def layout(kind: str, order: Sequence[int], seed: int = 0, tail: int = TAIL,
     """The layout of `order` (the examples in canonical order); the tree's leaves are a seeded shuffle of it,
     and the last `tail` of the shuffle end every context. `units`: the consistency groups in canonical order
     (default: every example its own), which the grouped tree keeps together."""
-    if kind == "tree":
-        leaves = shuffled(order, seed)
-        k = max(0, min(tail, len(leaves) - 1))
-        return tree_layout(leaves, leaves[len(leaves) - k:])
-    if kind == "grouped":
-        parts = grouped(units if units is not None else [[i] for i in order], seed)
+    if kind in ("tree", "grouped"):  # the tree is the grouped tree with every example its own group
+        parts = grouped(units if kind == "grouped" and units is not None else [[i] for i in order], seed)
         leaves = [i for u in parts for i in u]
         k = max(0, min(tail, len(leaves) - 1))
         return group_tree_layout(parts, leaves[len(leaves) - k:])

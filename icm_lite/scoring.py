@@ -68,13 +68,10 @@ class Scorer:
         self.rank = [(first[ex.group if ex.group is not None else ("solo", i)], i) for i, ex in enumerate(examples)]
         self.order = sorted(range(len(examples)), key=self.rank.__getitem__)
         self.layout_kind = layout
-        units: list[list[int]] = []  # the groups, in canonical order: runs of one group in self.order
+        units: dict[int, list[int]] = {}  # the groups in canonical order, keyed by their first example
         for i in self.order:
-            if units and self.rank[units[-1][0]][0] == self.rank[i][0]:
-                units[-1].append(i)
-            else:
-                units.append([i])
-        self.layout = make_layout(layout, self.order, seed, tail, units) if examples else None
+            units.setdefault(self.rank[i][0], []).append(i)
+        self.layout = make_layout(layout, self.order, seed, tail, list(units.values())) if examples else None
 
     def group_of(self, i: int) -> Hashable:
         return self.examples[i].group

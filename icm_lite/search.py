@@ -79,7 +79,7 @@ class SearchConfig:
                              "consistency groups (a group's members read the same demonstrations); canonical = the "
                              "authors' file order, about n²·L/2.",
                      choices=LAYOUTS)
-    tail: int = opt(TAIL, "Tree layout: examples pushed right before every query, the same ones for every query "
+    tail: int = opt(TAIL, "Tree layouts: examples pushed right before every query, the same ones for every query "
                           "(as in the authors' order), instead of the query's tree neighbours. Costs n·tail·L tokens "
                           "per U(D); predictions lean towards the tail's labels.", min=0)
     delta: str = opt("exact", "How dU is computed: exact = every labeled example rescored under the new labeling "

@@ -218,8 +218,15 @@ def test_the_grouped_tree_keeps_a_group_together_before_its_queries(units, tail)
 
 
 def test_the_grouped_tree_of_single_examples_is_the_tree():
+    """Both kinds are built by one function; with groups of one it must give the plain divide and conquer over
+    the seeded shuffle, its last `tail` examples ending every context."""
     for n in (1, 2, 5, 16, 33):
-        assert layout("grouped", range(n), seed=4, tail=2) == layout("tree", range(n), seed=4, tail=2)
+        leaves = shuffled(range(n), 4)
+        tail = leaves[n - min(2, n - 1):]
+        plain = tree_layout(leaves, tail)
+        assert layout("grouped", range(n), seed=4, tail=2) == plain
+        assert layout("tree", range(n), seed=4, tail=2) == plain
+        assert layout("grouped", range(n), seed=4, tail=2, units=[[i] for i in range(n)]) == plain
 
 
 def test_in_the_grouped_tree_a_copied_label_cannot_favour_one_pair_labeling_over_another():
