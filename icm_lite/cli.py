@@ -288,7 +288,7 @@ def export(run_dir, fmt, openai_dpo, out, valid_fraction, test_fraction, seed, i
 @main.command("eval")
 @click.argument("run_dir", type=click.Path(file_okay=False))
 @click.option("--test", "test_path", default=None, type=click.Path(dir_okay=False),
-              help="Held-out labeled file (same task). Without it: leave-one-out over the run's own examples.")
+              help="Held-out labeled file (same task). Without it: the run's own examples, each predicted from the other consistency groups.")
 @click.option("--model", "-m", default=None, help="Registry name or .gguf path. Default: the run's model.")
 @section_options(ModelOptions, inherit=True)
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the random-labels baseline (and of --demos).")

@@ -10,8 +10,10 @@ are the demonstrations of the explicit "gold labels" baseline. Conditions (each 
 
 A prediction is True iff the label word's log-odds > 0. With a test file every test example is a query
 after all demonstrations (one shared prefix). Without one, each of the run's own examples is predicted
-from all the others (exact leave-one-out); this is in-sample, and for `icm` it is the very quantity the
-search maximised, so it is optimistic. This module does not load models (see `open_eval_backend`).
+from the demonstrations outside its consistency group (`Scorer.held_out`: its own group's other members
+are never shown, as the paper's test questions never have their other answers among the demonstrations;
+shown, the mate gives the answer away to a model that copies or answers against the last label). This is
+in-sample all the same, and for `icm` close to what the search maximised, so it is optimistic. This module does not load models (see `open_eval_backend`).
 
 Example: evaluate(load_run("runs/demo"), backend, test=load_dataset("test.jsonl", task))["conditions"]
 """
@@ -141,7 +143,6 @@ def evaluate(run: LabeledRun, backend, test: Dataset | None = None, seed: int = 
         queries = [i for i, g in enumerate(train_gold) if g is not None]
     need = check_context(backend, shown, queries)
 
-    wanted = set(queries)
     conditions = []
     demo_set = [y if i in in_context else None for i, y in enumerate(run.labels)]
     for name, labs in demo_labels(demo_set, train_gold, seed).items():
@@ -149,9 +150,7 @@ def evaluate(run: LabeledRun, backend, test: Dataset | None = None, seed: int = 
         if test is not None:
             scores = backend.run(queries_plan(scorer.demos(labs), queries))
         else:
-            scores = {i: s for i, s in scorer.loo(labs).items() if i in wanted}
-            rest = [q for q in queries if labs[q] is None]  # unlabeled in this condition: all demos apply
-            scores.update(backend.run(queries_plan(scorer.demos(labs), rest)) if rest else {})
+            scores = scorer.held_out(labs, queries)
         conditions.append({"name": name, "description": CONDITIONS[name],
                            "demos": sum(y is not None for y in labs), **accuracy(scores, gold)})
     if train_gold is None:
@@ -164,7 +163,7 @@ def evaluate(run: LabeledRun, backend, test: Dataset | None = None, seed: int = 
     target = [gold[q] for q in queries]
     majority = max(sum(target), len(target) - sum(target)) / len(target) if target else None
     out = {
-        "run": str(run.path), "protocol": "test" if test is not None else "leave-one-out",
+        "run": str(run.path), "protocol": "test" if test is not None else "held-out groups",
         "test": test.source if test is not None else None, "examples": n, "labeled": len(labeled),
         "label_balance": {"true": sum(ys), "false": len(ys) - sum(ys)},
         "label_accuracy": None, "label_accuracy_n": 0,
@@ -244,9 +243,9 @@ def u_gap(run: LabeledRun, backend) -> dict:
 
 def notes(result: dict) -> list[str]:
     out = []
-    if result["protocol"] == "leave-one-out":
-        out.append("no --test file: leave-one-out over the run's own examples (each predicted from all the others); "
-                   "in-sample, and the ICM row is what the search maximised, so it is optimistic")
+    if result["protocol"] == "held-out groups":
+        out.append("no --test file: the run's own examples, each predicted from the examples of the other consistency "
+                   "groups; in-sample, and the ICM row is close to what the search maximised, so it is optimistic")
     if result["demos_shown"] < result["labeled"]:
         out.append(f"demonstrations: {result['demos_shown']} of the {result['labeled']} labeled examples (--demos), "
                    "the same ones in every many-shot row")
@@ -298,7 +297,8 @@ def table(result: dict):
     def pct(x):
         return "—" if x is None else f"{x:.1%}"
 
-    where = f"test file {result['test']}" if result["test"] else "leave-one-out over the run's own examples"
+    where = (f"test file {result['test']}" if result["test"]
+             else "the run's own examples, each from the other consistency groups")
     b = result["label_balance"]
     head = [f"run {result['run']}" + (f", model {result['model']}" if result.get("model") else ""),
             f"label accuracy vs gold: {pct(result['label_accuracy'])} of {result['label_accuracy_n']} labeled "

@@ -12,6 +12,7 @@ per-example log-odds, and `predictability` turns those into P(D) for either obje
 This module never sees gold labels: it only gets examples and the labels the search proposes.
 
 Example: Scorer(backend, examples).loo([True, None, False]) -> {0: s0, 2: s2}
+         Scorer(backend, examples).held_out(labels) -> {i: s_i from the labeled examples of other groups}
          Scorer(backend, examples).predict(1, [True, None, False]) -> s1 (after examples 0 and 2)
 """
 
@@ -106,3 +107,20 @@ class Scorer:
 
     def predict(self, x: int, labels: Labels) -> float:
         return self.predict_many([x], labels)[x]
+
+    def held_out(self, labels: Labels, xs: Iterable[int] | None = None) -> dict[int, float]:
+        """Log-odds of each x (default: the labeled ones) with every labeled example *outside x's consistency
+        group* in context: no member of its own group is shown, as a test question's other answers are never
+        among the paper's demonstrations. Without groups this is `loo`. One pass, about one `loo`'s tokens in
+        the grouped layout (the per-group labelings agree on every segment pushed before a group's subtree)."""
+        xs = [i for i, y in enumerate(labels) if y is not None] if xs is None else list(xs)
+        by_group: dict[Hashable, list[int]] = {}
+        for x in xs:
+            by_group.setdefault(self.rank[x][0], []).append(x)
+        labelings = []
+        for first in by_group:
+            labelings.append([None if self.rank[i][0] == first else y for i, y in enumerate(labels)])
+        out: dict[int, float] = {}
+        for got in self.scores(labelings, list(by_group.values())):
+            out.update(got)
+        return out

@@ -111,17 +111,37 @@ def test_gold_reaches_the_model_only_in_the_gold_condition():
     assert rec[0][4] != rec[1][4]  # and so does U of the gold labels (the fifth pass)
 
 
-def test_leave_one_out_without_a_test_file():
+def test_without_a_test_file_each_example_is_predicted_from_the_other_groups():
     run, _, hidden = make(n_test=0)
     backend = fake(hidden)
     res = evaluate(run, backend)
-    assert res["protocol"] == "leave-one-out" and res["test"] is None and res["queries"] == 24
-    assert "leave-one-out" in res["notes"][0]
+    assert res["protocol"] == "held-out groups" and res["test"] is None and res["queries"] == 24
+    assert "other consistency groups" in res["notes"][0]
     scorer = Scorer(fake(hidden), run.dataset.examples)
     labels = list(run.labels)
-    want = {i: scorer.predict(i, labels) for i in range(24)}  # each from all the other labeled examples
+    want = {i: scorer.predict(i, labels) for i in range(24)}  # no groups: each from all the other labeled examples
     assert by_name(res)["icm"]["accuracy"] == accuracy(want, run.dataset.gold)["accuracy"]
     assert all(c["n"] == 24 for c in res["conditions"])
+
+
+def test_a_querys_own_group_is_never_among_its_demonstrations():
+    """In-sample, a pair's mate labeled in context gives its answer away (copy it, or answer against it); the
+    paper's test questions never have their other answers among the demonstrations, so neither do these."""
+    examples, hidden = hidden_concept(24, seed=2, groups=12)
+    ys = list(hidden)
+    run = LabeledRun(path=None, config={}, summary=None, dataset=Dataset(tuple(examples), tuple(hidden), CLAIM, "train"),
+                     labels=tuple(ys), scores=tuple(None for _ in ys))
+    backend = Recording(fake(hidden, recency=2.0))
+    evaluate(run, backend)
+    group = {i: ex.group for i, ex in enumerate(examples)}
+    seen = 0
+    for calls in backend.calls[:3]:  # icm, gold, random
+        for (_, q), ctx in calls.items():
+            shown = {i for i, y in ctx[:-1]}
+            assert all(group[i] != group[q] for i in shown), (q, shown)
+            assert len(shown) == 22  # every labeled example of the other groups
+            seen += 1
+    assert seen == 3 * 24
 
 
 def test_contexts_that_do_not_fit_are_an_error():
@@ -241,7 +261,7 @@ def test_cli_eval_prints_a_table_or_json(tmp_path, monkeypatch):
     monkeypatch.setattr(ev, "open_eval_backend", lambda *a, **k: (types.SimpleNamespace(name="fake"), fake(hidden)))
     res = CliRunner().invoke(main, ["eval", str(run)])
     assert res.exit_code == 0, res.output
-    for text in ("leave-one-out", "ICM labels", "gold labels", "random labels", "no demonstrations", "label accuracy vs gold: 100.0% of 7"):
+    for text in ("other consistency groups", "ICM labels", "gold labels", "random labels", "no demonstrations", "label accuracy vs gold: 100.0% of 7"):
         assert text in " ".join(res.output.split()), text
     res = CliRunner().invoke(main, ["eval", str(run), "--test", str(test), "--json"])
     assert res.exit_code == 0, res.output

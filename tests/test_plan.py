@@ -258,3 +258,51 @@ def test_in_the_grouped_tree_a_copied_label_cannot_favour_one_pair_labeling_over
         gaps[kind] = u
     assert gaps["grouped"] == pytest.approx([-2.0] * len(labelings))
     assert max(gaps["tree"]) - min(gaps["tree"]) > 0.5
+
+
+def _pairs(n):
+    return [Example(str(i), "p", group=str(i // 2), key=str(i % 2)) for i in range(n)]
+
+
+@pytest.mark.parametrize("kind", LAYOUTS)
+def test_held_out_without_groups_is_leave_one_out(kind):
+    n = 13
+    labels = _labels(n)
+    labels[4] = None
+    examples = [Example(str(i), "p") for i in range(n)]
+    fb = FakeBackend([i % 2 == 0 for i in range(n)], recency=1.0)
+    sc = Scorer(fb, examples, kind, 3)
+    assert sc.held_out(labels) == sc.loo(labels)
+
+
+@pytest.mark.parametrize("kind", LAYOUTS)
+def test_held_out_shows_no_member_of_the_querys_own_group(kind):
+    """The held-out protocol: a pair's mate is never a demonstration of its member, so a model that copies (or
+    answers against) the last label it read cannot read the answer off the mate. Flipping every mate's label
+    leaves every held-out score as it was; leave-one-out, which shows the mate, moves."""
+    n = 20
+    hidden = [i % 2 == 0 for i in range(n)]
+    gold = list(hidden)
+    fb = FakeBackend(hidden, recency=2.0)
+    sc = Scorer(fb, _pairs(n), kind, 1)
+    before = sc.held_out(gold)
+    for q, last in fb.last:
+        assert last is None or last[0] // 2 != q // 2
+    for i in range(0, n, 2):  # flip one member of every pair: each query's mate changes label, nothing else does
+        flipped = list(gold)
+        flipped[i] = not flipped[i]
+        assert sc.held_out(flipped, [i + 1])[i + 1] == pytest.approx(before[i + 1])
+    assert set(before) == set(range(n))
+    flipped = [not y if i % 2 == 0 else y for i, y in enumerate(gold)]
+    assert sc.loo(flipped)[1] != pytest.approx(sc.loo(gold)[1])
+
+
+def test_held_out_costs_about_one_leave_one_out_in_the_grouped_layout():
+    n = 32
+    labels = [i % 2 == 0 for i in range(n)]
+    counts = {}
+    for name in ("loo", "held_out"):
+        fb = FakeBackend(labels)
+        getattr(Scorer(fb, _pairs(n), "grouped", 0), name)(labels)
+        counts[name] = fb.stats()["tokens_evaluated"]
+    assert counts["held_out"] <= 1.05 * counts["loo"]
