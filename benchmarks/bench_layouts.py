@@ -4,7 +4,8 @@ A search scores every labeling in one layout (plan.py), fixed for its batch. A l
 only in that layout has been fitted to where the layout puts each example (which demonstrations sit right before
 each query), not to the concept. This script scores gold, flipped gold and the searched labels of finished runs
 (their labels.jsonl, `"source": "search"` only) in several layouts and prints U = alpha·P - I of each; the
-gold many-shot accuracy of each layout comes with it. Gold is read here for evaluation only.
+accuracy of gold's own leave-one-out predictions in each layout (the mate shown, where the layout puts it; not
+bench_quality's held-out gold many-shot) comes with it. Gold is read here for evaluation only.
 
   python benchmarks/bench_layouts.py --dataset spam --runs RUN_DIR[,RUN_DIR...] \
       [--layouts tree:0,tree:1,tree:2,grouped:0,grouped:1] [--alpha 30] [--model NAME|PATH] [--json]
@@ -70,7 +71,7 @@ def main() -> None:
         got = scorer.scores([labelings[k] for k in names])
         u = {k: args.alpha * predictability(s, labelings[k]) - cons.count(labelings[k]) for k, s in zip(names, got)}
         acc = sum((s > 0) == gold[i] for i, s in got[0].items()) / len(got[0])
-        rows.append({"layout": spec, "U": u, "gold_many_shot": acc, "tokens": backend.stats()["tokens_evaluated"],
+        rows.append({"layout": spec, "U": u, "gold_loo": acc, "tokens": backend.stats()["tokens_evaluated"],
                      "seconds": round(time.perf_counter() - t0, 1)})
         if args.json:
             print(orjson.dumps(rows[-1]).decode(), flush=True)
@@ -79,7 +80,7 @@ def main() -> None:
         print("|---" * (len(rows) + 1) + "|")
         for k in names:
             print(f"| {k} | " + " | ".join(f"{r['U'][k]:.2f}" for r in rows) + " |")
-        print("| gold many-shot | " + " | ".join(f"{r['gold_many_shot']:.0%}" for r in rows) + " |")
+        print("| gold, leave-one-out (mate shown) | " + " | ".join(f"{r['gold_loo']:.0%}" for r in rows) + " |")
         print("| tokens | " + " | ".join(f"{r['tokens']:,}" for r in rows) + " |")
 
 

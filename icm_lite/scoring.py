@@ -111,8 +111,9 @@ class Scorer:
     def held_out(self, labels: Labels, xs: Iterable[int] | None = None) -> dict[int, float]:
         """Log-odds of each x (default: the labeled ones) with every labeled example *outside x's consistency
         group* in context: no member of its own group is shown, as a test question's other answers are never
-        among the paper's demonstrations. Without groups this is `loo`. One pass, about one `loo`'s tokens in
-        the grouped layout (the per-group labelings agree on every segment pushed before a group's subtree)."""
+        among the paper's demonstrations. Without groups this is `loo`. One pass: in the grouped layout the
+        per-group labelings agree on every segment pushed before a group's subtree, so it costs less than one
+        `loo` (0.84x at 40 examples in pairs, fake backend); in `tree`, whose groups are scattered, 3-5x."""
         xs = [i for i, y in enumerate(labels) if y is not None] if xs is None else list(xs)
         by_group: dict[Hashable, list[int]] = {}
         for x in xs:

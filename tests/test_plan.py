@@ -305,4 +305,4 @@ def test_held_out_costs_about_one_leave_one_out_in_the_grouped_layout():
         fb = FakeBackend(labels)
         getattr(Scorer(fb, _pairs(n), "grouped", 0), name)(labels)
         counts[name] = fb.stats()["tokens_evaluated"]
-    assert counts["held_out"] <= 1.05 * counts["loo"]
+    assert counts["held_out"] <= counts["loo"]  # no mate is pushed
