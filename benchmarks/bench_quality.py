@@ -11,7 +11,7 @@ predicted ones added), U of the ICM labels and U of gold on the same examples, t
 Gold labels are read here for evaluation and baselines only; the runs get the data files as a user would.
 
   python benchmarks/bench_quality.py [--datasets reviews,products,...] [--settings default,authors] [--seeds 0,1,2]
-                                     [--model NAME|PATH] [--jsonl results.jsonl] [--set KEY=VALUE ...]
+                                     [--model NAME|PATH] [--n-ctx N] [--jsonl results.jsonl] [--set KEY=VALUE ...]
   python benchmarks/bench_quality.py table results.jsonl      # the markdown table, with the acceptance verdict
   --seeds none: baselines only (no search).
 
@@ -53,6 +53,8 @@ DATASETS = {
     "spam": (DATA / "spam.jsonl", DATA / "spam.task.json"),
     "arithmetic": (DATA / "arithmetic.jsonl", DATA / "arithmetic.task.json"),
     "truthfulqa": (ROOT / "examples" / "truthfulqa_sample.jsonl", "claim"),
+    "gsm8k": (ROOT / "examples" / "gsm8k_sample.jsonl", "math"),
+    "alpaca": (ROOT / "examples" / "alpaca_sample.jsonl", "comparison"),
 }
 SETTINGS = {"default": {}, "tiny": {"alpha": 2.0, "t0": 0.7},
             "authors": {"alpha": 30.0, "t0": 10.0, "fix": "code", "seeds": "groups", "iterations": 3000}}
@@ -121,6 +123,7 @@ def main() -> None:
     ap.add_argument("--settings", default="default,authors")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--model", default=None)
+    ap.add_argument("--n-ctx", type=int, default=8192, help="context size (gsm8k's 64 chains need ~12K)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a search option")
     ap.add_argument("--jsonl", default=None, help="append one JSON line per baseline and per run")
     args = ap.parse_args()
@@ -131,7 +134,7 @@ def main() -> None:
 
     overrides = {k: parse_value(v) for k, v in (kv.split("=", 1) for kv in args.set)}
     ref = resolve_model(args.model)
-    backend = open_backend(ref.path, ModelOptions(n_ctx=8192))
+    backend = open_backend(ref.path, ModelOptions(n_ctx=args.n_ctx))
     sink = open(args.jsonl, "ab") if args.jsonl else None
 
     def emit(row: dict) -> None:
