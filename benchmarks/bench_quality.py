@@ -200,6 +200,10 @@ def table(path: str) -> None:
               f"{span([r['U_gold_same'] for r in rs], lambda x: f'{x:.2f}')} | "
               f"{span([r['tokens'] for r in rs], lambda x: f'{x:,.0f}')} | {span([r['seconds'] for r in rs], lambda x: f'{x:.0f}')} | "
               f"{len(rs)} | {verdict} |")
+    for key, b in base.items():  # baselines without runs (--seeds none)
+        if key not in runs:
+            print(f"| {key[0]} | {key[1]} | {pct(b['zero_shot'])} | {pct(b['gold_many_shot'])} | "
+                  f"{pct(b['random_many_shot'])} | {pct(b['gold_loo'])} |" + " — |" * 7 + " 0 | not searched |")
 
 
 if __name__ == "__main__":
