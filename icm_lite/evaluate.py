@@ -13,7 +13,8 @@ after all demonstrations (one shared prefix). Without one, each of the run's own
 from the demonstrations outside its consistency group (`Scorer.held_out`: its own group's other members
 are never shown, as the paper's test questions never have their other answers among the demonstrations;
 shown, the mate gives the answer away to a model that copies or answers against the last label). This is
-in-sample all the same, and for `icm` close to what the search maximised, so it is optimistic. This module does not load models (see `open_eval_backend`).
+in-sample all the same, and for `icm` close to what the search maximised, so it is optimistic. This module
+does not load models (see `open_eval_backend`).
 
 Example: evaluate(load_run("runs/demo"), backend, test=load_dataset("test.jsonl", task))["conditions"]
 """
