@@ -123,7 +123,7 @@ def main() -> None:
     ap.add_argument("--settings", default="default,authors")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--model", default=None)
-    ap.add_argument("--n-ctx", type=int, default=8192, help="context size (gsm8k's 64 chains need ~12K)")
+    ap.add_argument("--n-ctx", type=int, default=8192, help="context size; raise it for long examples (the paper samples ran with 16384)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a search option")
     ap.add_argument("--jsonl", default=None, help="append one JSON line per baseline and per run")
     args = ap.parse_args()
