@@ -186,14 +186,18 @@ def table(path: str) -> None:
         return fmt(mean) if lo == hi else f"{fmt(mean)} ({fmt(lo)}–{fmt(hi)})"
 
     pct = lambda x: f"{x:.0%}"  # noqa: E731
+
+    def baseline_cells(key, b) -> str:
+        return (f"| {key[0]} | {key[1]} | {pct(b['zero_shot'])} | {pct(b['gold_many_shot'])} | "
+                f"{pct(b['random_many_shot'])} | {pct(b['gold_loo'])} |")
+
     for key, rs in runs.items():
         b = base[key]
         signal = b["gold_many_shot"] - b["zero_shot"] >= 0.10
         ok = all(r["labeled"] >= 0.9 and (r["agreement"] or 0) >= b["gold_many_shot"] - 0.05
                  and r["U_icm"] >= r["U_gold_same"] - 0.1 for r in rs)
         verdict = ("pass" if ok else "**fail**") if signal else "n/a (no signal)"
-        print(f"| {key[0]} | {key[1]} | {pct(b['zero_shot'])} | {pct(b['gold_many_shot'])} | {pct(b['random_many_shot'])} | "
-              f"{pct(b['gold_loo'])} | "
+        print(f"{baseline_cells(key, b)} "
               f"{span([r['labeled'] for r in rs], pct)} | {span([r['agreement'] or 0 for r in rs], pct)} | "
               f"{span([r['agreement_with_predicted'] or 0 for r in rs], pct)} | "
               f"{span([r['U_icm'] for r in rs], lambda x: f'{x:.2f}')} | "
@@ -202,8 +206,7 @@ def table(path: str) -> None:
               f"{len(rs)} | {verdict} |")
     for key, b in base.items():  # baselines without runs (--seeds none)
         if key not in runs:
-            print(f"| {key[0]} | {key[1]} | {pct(b['zero_shot'])} | {pct(b['gold_many_shot'])} | "
-                  f"{pct(b['random_many_shot'])} | {pct(b['gold_loo'])} |" + " — |" * 7 + " 0 | not searched |")
+            print(baseline_cells(key, b) + " — |" * 7 + " 0 | not searched |")
 
 
 if __name__ == "__main__":
