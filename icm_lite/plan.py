@@ -24,13 +24,14 @@ would otherwise reward or punish the change itself). Three layouts:
              halves and pushed right before every query, so every context ends with the same examples, as in
              the authors' order; it costs about n·tail·L tokens more per U(D), and every prediction then leans
              towards the tail's labels (measured with 4: benchmarks/README.md; not the default).
-  grouped    (default, LAYOUT) the tree over whole consistency groups (`grouped`, `group_tree_layout`): the groups in a seeded
-             random order, the halves cut between groups, so a group's members are the leaves of one subtree
-             and read the same demonstrations before they read each other. For a pair labeled one True, one
-             False (asymmetry), whatever the shared demonstrations add to both members' log-odds cancels in
-             P (code objective: +s for one, -s for the other), so an additive push such as a copied recent
-             label cannot favour one arrangement of the other labels; what is left is the pair's own content. Examples without a group are groups
-             of one: with no groups at all this is the tree, the same layout. Same cost as the tree.
+  grouped    (default, LAYOUT) the tree over whole consistency groups (`grouped`, `group_tree_layout`): the
+             groups in a seeded random order, the halves cut between groups, so a group's members are the
+             leaves of one subtree and read the same demonstrations before they read each other. For a pair
+             labeled one True, one False (asymmetry), whatever the shared demonstrations add to both members'
+             log-odds cancels in P (code objective: +s for one, -s for the other), so an additive push such as
+             a copied recent label cannot favour one arrangement of the other labels; what is left is the
+             pair's own content. Examples without a group are groups of one: with no groups at all this is the
+             tree, the same layout. Same cost as the tree.
   canonical  the authors' order: every query after all other labeled examples in file order (groups
              contiguous); built as a trie, about n²·L/2 tokens per U(D).
 
