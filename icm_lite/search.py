@@ -20,10 +20,22 @@ ConsistencyFix, `fix`:
         not lower U; a contradiction's options are (T,F) and (F,T).
   paper (Algorithm 2): each round picks one random inconsistent pair and keeps its best option unless that
         lowers U; a contradiction may also become (F,F).
-Seeds, `seeds`: `groups` labels the first K examples of a shuffled list of whole consistency groups (the
-authors'); `examples` labels K examples drawn anywhere. Both half True, half False.
-`patience` N stops the search when N iterations in a row changed no label. The search never sees gold
-labels: it is given examples and a scorer, nothing else. Every step returns an `Event`.
+How a batch starts, `init`:
+  seeds     (the authors', a cold start) K seed labels, half True, half False, then ConsistencyFix. `seeds`:
+            `groups` labels the first K examples of a shuffled list of whole consistency groups (the authors');
+            `examples` labels K examples drawn anywhere. The annealing starts hot (T0 10 at alpha 30).
+  bootstrap (default, a warm start) every example labeled by passes of the cheap peer's rule (bootstrap.py:
+            held-out many-shot prediction + consistent decoding), starting from the zero-shot labels, until a pass
+            changes nothing, at most `passes`; then the labeling or its global flip, whichever has the higher U (a
+            pass can settle on the flip; only U tells them apart). The annealing then starts cool (WARM_T0: a hot
+            start would undo what the passes found) and proposes, for a sampled example, its group's held-out
+            decoding (not its leave-one-out prediction: in the grouped layout that context ends with the mate,
+            which a small model copies). When the passes do not settle within `passes`, the batch falls back to
+            the cold start: the search as the authors run it, at their cost. Each pass is an event ("pass"; the
+            last one is the "seed" event).
+`patience` N stops the search when N iterations in a row changed no label (default: never for a cold start, one
+sweep, WARM_PATIENCE per example, after a warm one). The search never sees gold labels: it is given examples and a
+scorer, nothing else. Every step returns an `Event`.
 
 Example: Search(examples, Scorer(backend, examples), "none", SearchConfig(iterations=200)).run()
 """
@@ -33,10 +45,12 @@ from __future__ import annotations
 import hashlib
 import math
 import random
+import statistics
 from collections import OrderedDict
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Callable, Iterator, Sequence
 
+from .bootstrap import PASSES, one_pass
 from .consistency import Consistency
 from .options import opt
 from .plan import LAYOUT, LAYOUTS, TAIL
@@ -48,6 +62,10 @@ SCHEDULES = ("log", "exp")
 FIXES = ("code", "paper")
 SEEDS = ("groups", "examples")
 DELTAS = ("exact", "sample")
+INITS = ("bootstrap", "seeds")
+COLD_T0 = 10.0  # the authors' initial temperature (alpha 30)
+WARM_T0 = 1.0  # after the bootstrap passes (measured: benchmarks/README.md, "warm start")
+WARM_PATIENCE = 1  # sweeps (iterations per example) without a change that end a warm search
 _MEMO = 256  # labelings whose scores are kept
 
 
@@ -57,14 +75,24 @@ class SearchConfig:
 
     iterations: int | None = opt(None, "Search iterations (proposals) per batch. Default: 12 per example of the "
                                        "batch, the authors' budget (3000 for their batches of 256).", min=0)
-    patience: int = opt(0, "Stop a batch after this many iterations in a row that changed no label (0 = never).",
-                        min=0)
+    patience: int | None = opt(None, "Stop a batch after this many iterations in a row that changed no label (0 = "
+                                     "never). Default: never for a cold start; one per example of the batch after a "
+                                     "warm one.", min=0)
     alpha: float = opt(30.0, "Weight of mutual predictability against inconsistencies. Tuned for --objective code; "
                              "with paper (a sum over examples) scale alpha and T0 down by about N.")
-    t0: float = opt(10.0, "Initial temperature.")
+    t0: float | None = opt(None, "Initial temperature. Default: 10 for a cold start (the authors'); 1 after a warm "
+                                 "one (--init bootstrap), whose labeling is already complete.")
     t_min: float = opt(0.01, "Final temperature.")
     schedule: str = opt("log", "Cooling schedule over accepted proposals.", choices=SCHEDULES)
-    init_k: int = opt(8, "Seed labels (half True, half False).", min=0)
+    init: str = opt("bootstrap", "How a batch starts: bootstrap = every example labeled by passes of held-out "
+                                 "many-shot prediction with consistent decoding from the zero-shot labels, then the "
+                                 "labeling or its global flip, whichever has the higher U, then a cool annealing (a "
+                                 "warm start; a batch whose passes do not settle within --passes falls back to "
+                                 "seeds); seeds = --init-k random seed labels (the authors' cold start).",
+                    choices=INITS)
+    passes: int = opt(PASSES, "With --init bootstrap: passes that may change labels before the batch falls back to "
+                              "--init seeds (each costs about one leave-one-out pass of the batch).", min=1)
+    init_k: int = opt(8, "With --init seeds: seed labels (half True, half False).", min=0)
     seeds: str = opt("groups", "Which examples get the seed labels: groups = the first K examples of shuffled whole "
                                "consistency groups (the authors' code); examples = K examples drawn anywhere.",
                      choices=SEEDS)
@@ -93,9 +121,25 @@ class SearchConfig:
 
     def __post_init__(self) -> None:
         for name, allowed in (("schedule", SCHEDULES), ("objective", OBJECTIVES), ("fix", FIXES),
-                              ("seeds", SEEDS), ("order", LAYOUTS), ("delta", DELTAS)):
+                              ("seeds", SEEDS), ("order", LAYOUTS), ("delta", DELTAS), ("init", INITS)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}")
+
+
+    def start_temperature(self, warm: bool) -> float:
+        """--t0, or its default: the authors' 10 for a cold start, WARM_T0 after a warm one."""
+        if self.t0 is not None:
+            return self.t0
+        return WARM_T0 if warm else COLD_T0
+
+    def patience_for(self, n: int, warm: bool) -> int:
+        """--patience, or its default: 0 (never) for a cold start, WARM_PATIENCE sweeps of n after a warm one.
+
+        Example: SearchConfig().patience_for(40, warm=True) -> 40; SearchConfig().patience_for(40, warm=False) -> 0
+        """
+        if self.patience is not None:
+            return self.patience
+        return WARM_PATIENCE * n if warm else 0
 
 
 PER_EXAMPLE = 12  # iterations per example without --iterations: the authors' 3000 for a batch of 256
@@ -127,8 +171,11 @@ def accept_probability(delta: float, t: float) -> float:
 
 @dataclass
 class Event:
-    """What one step did. kind: seed | skip | accept | reject | done. cached: the proposal's dU was reused
-    (scored earlier under the same labeling). stop (on done): "iterations" or "patience"."""
+    """What one step did. kind: pass | seed | skip | accept | reject | done (| predict, run.py). cached: the
+    proposal's dU was reused (scored earlier under the same labeling). stop (on done): "iterations" or "patience".
+    With --init bootstrap: `passes` done so far and `changed` labels by the last one (pass and seed events; a seed
+    event with changed > 0 is the fall-back to the cold start); `flipped` (seed): the global flip of the passes'
+    labeling had the higher U and was kept."""
 
     kind: str
     iteration: int
@@ -147,6 +194,10 @@ class Event:
     cached: bool = False
     stop: str | None = None
     noise: float | None = None  # with --delta sample: the estimate's standard deviation
+    passes: int | None = None
+    changed: int | None = None
+    flipped: bool | None = None
+    predicted: int | None = None  # predict events (run.py, --core): examples of the rest predicted so far
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -176,6 +227,9 @@ class SearchState:
     stopped: str | None = None  # why the search ended early ("patience")
     spread: float | None = None  # with --delta sample: variance of a block query's change, pooled over steps
     estimated: bool = False  # P and U are running estimates (--delta sample after an accepted estimate)
+    passes: int = 0  # bootstrap passes done (--init bootstrap)
+    started: bool = False  # the start is done: seeds labeled, or the bootstrap passes finished
+    warm: bool = False  # the annealing started from the bootstrap passes' labeling (not from seeds)
 
 
 class Search:
@@ -199,6 +253,7 @@ class Search:
         self._proposals: dict[tuple[int, bool], tuple[_Eval, int]] = {}  # for the current labeling
         self._predictions: dict[int, float] = {}  # unlabeled examples, for the current labeling
         self._block: Block | None = None  # with --delta sample: this step's block of queries
+        self._held: tuple[tuple, dict[int, float]] | None = None  # held-out log-odds of a labeling (warm annealing)
 
     # --- scoring ---------------------------------------------------------------------------------
     def _evaluate(self, labelings: list[tuple]) -> list[_Eval]:
@@ -337,7 +392,7 @@ class Search:
 
     def temperature(self) -> float:
         c = self.config
-        return temperature(c.schedule, c.t0, c.t_min, self.state.n_accepted)
+        return temperature(c.schedule, c.start_temperature(self.state.warm), c.t_min, self.state.n_accepted)
 
     def _adopt(self, ev: _Eval) -> None:
         st = self.state
@@ -359,7 +414,7 @@ class Search:
         return [i for members in order for i in members][:k]
 
     def start(self) -> Event:
-        """Label K seed examples, half True and half False, then run ConsistencyFix."""
+        """The cold start (--init seeds): label K seed examples, half True and half False, then run ConsistencyFix."""
         n = len(self.examples)
         k = min(self.config.init_k, n)
         chosen = self._seed_examples(k)
@@ -374,7 +429,55 @@ class Search:
             labels[i] = y
         ev, fixes = self.fix(tuple(labels), self._fix_rng(tuple(labels), "seed"), forced=False)
         self._adopt(ev)
+        self.state.started = True
         return self._event("seed", fixes=fixes)
+
+    def boot_pass(self) -> Event:
+        """One pass of the warm start (--init bootstrap): every example predicted from the other groups' labels and
+        decoded consistently (bootstrap.py). The first pass starts from the zero-shot labels (`_zero_shot_start`).
+        The same plan also scores the labels leave-one-out (little more: the contexts share their prefixes), so when
+        a pass changes nothing U is already known. A pass that changes nothing keeps the labeling or its global flip,
+        whichever has the higher U, and is the "seed" event of a warm annealing. When --passes end with labels still
+        changing, the passes have not settled on a labeling and the batch falls back to the cold start (`start`: the
+        authors' seeds and schedule), also a "seed" event."""
+        st = self.state
+        if st.passes == 0:
+            st.labels = self._zero_shot_start()
+        p = one_pass(self.scorer, self.cons, st.labels, loo=True)
+        st.passes += 1
+        self._remember(tuple(p.scored), p.loo)
+        if p.changed and st.passes < self.config.passes:
+            st.labels = p.labels
+            return self._event("pass", passes=st.passes, changed=p.changed)
+        if p.changed:
+            st.labels = [None] * len(self.examples)
+            return replace(self.start(), passes=st.passes, changed=p.changed)
+        # the global flip: every label negated where the constraints allow it; under contradiction, the consistent
+        # labeling the negated log-odds decode to (a negated one-True group would have several True)
+        flipped = self.cons.decode({i: -s for i, s in p.held_out.items()})
+        found, flip = self._evaluate([tuple(p.labels), tuple(flipped[i] for i in range(len(p.labels)))])
+        keep = flip if flip.U > found.U else found
+        self._adopt(keep)
+        if keep is found:
+            self._held = (keep.labels, p.held_out)
+        st.started = st.warm = True
+        return self._event("seed", passes=st.passes, changed=0, flipped=keep is flip)
+
+    def _zero_shot_start(self) -> list[bool]:
+        """Every example's zero-shot log-odds (no demonstrations; n queries, about 0.15 of a pass), centred on their
+        median and decoded group by group: in a pair the likelier member is True whatever the model's bias towards
+        one label word, and examples outside constraints are split half and half by rank, as balanced as seeds."""
+        n = len(self.examples)
+        zero = self.scorer.predict_many(range(n), [None] * n)
+        mid = statistics.median(zero.values())
+        decoded = self.cons.decode({i: s - mid for i, s in zero.items()})
+        return [decoded[i] for i in range(n)]
+
+    def _remember(self, labels: tuple, scores: dict[int, float]) -> None:
+        """U of a labeling whose leave-one-out scores were computed elsewhere (a bootstrap pass), into the memo."""
+        p = predictability(scores, labels, self.config.objective)
+        inc = self.cons.count(labels)
+        self._memo[labels] = _Eval(labels, dict(scores), p, inc, self.config.alpha * p - inc)
 
     def _sample(self) -> int:
         labels = self.state.labels
@@ -385,13 +488,31 @@ class Search:
 
     def predict(self, x: int) -> float:
         """Log-odds of x with every other labeled example in context: for a labeled x its leave-one-out score
-        (the same context), for an unlabeled one a model call, remembered until the labeling changes."""
+        (the same context), for an unlabeled one a model call, remembered until the labeling changes. After a warm
+        start, the held-out prediction of x's group instead (`_held_out_prediction`)."""
         st = self.state
+        if st.warm:
+            return self._held_out_prediction(x)
         if st.labels[x] is not None and x in st.scores and self.config.delta == "exact":
             return st.scores[x]
         if x not in self._predictions:
             self._predictions[x] = self.scorer.predict(x, st.labels)
         return self._predictions[x]
+
+    def _held_out_prediction(self, x: int) -> float:
+        """+1 or -1: x's label in the consistent decoding of its group's held-out log-odds (every labeled example
+        outside the group in context, one pass for all groups, remembered until the labeling changes). After a warm
+        start every example is labeled, and in the grouped layout x's leave-one-out context ends with its mate,
+        whose label a small model copies (bench_recency): those predictions would propose the mate-copying
+        direction for most pairs, each proposal a full U(D). The held-out decoding is the bootstrap passes' own
+        rule, so a labeling they settled on proposes nothing, and a changed one proposes where they would move."""
+        st = self.state
+        key = tuple(st.labels)
+        if self._held is None or self._held[0] != key:
+            self._held = (key, self.scorer.held_out(st.labels))
+        held = self._held[1]
+        group = self._members.get(self.examples[x].group, [x]) if self.examples[x].group is not None else [x]
+        return 1.0 if self.cons.decode({i: held[i] for i in group})[x] else -1.0
 
     def step(self) -> Event:
         st = self.state
@@ -450,15 +571,20 @@ class Search:
 
     def finished(self) -> bool:
         st, c = self.state, self.config
-        if st.stopped is None and c.patience and st.quiet >= c.patience and st.iteration > 0:
+        patience = c.patience_for(len(self.examples), st.warm)
+        if st.stopped is None and patience and st.quiet >= patience and st.iteration > 0:
             st.stopped = "patience"
         return st.stopped is not None or st.iteration >= budget(c, len(self.examples))
 
     def events(self, should_stop: Callable[[], bool] | None = None) -> Iterator[Event]:
         """The search as a stream of events: seed (when fresh), one per step, done at the end. Stops quietly,
         without a done event, when `should_stop()` is true (the state is then resumable)."""
-        if self.state.iteration == 0 and all(y is None for y in self.state.labels):
+        if not self.state.started and self.config.init == "seeds":
             yield self.start()
+        while not self.state.started:
+            if should_stop is not None and should_stop():
+                return
+            yield self.boot_pass()
         while not self.finished():
             if should_stop is not None and should_stop():
                 return
@@ -480,18 +606,20 @@ class Search:
         version, internal, gauss = self.rng.getstate()
         return {"labels": st.labels, "scores": {str(k): v for k, v in st.scores.items()}, "U": st.U, "P": st.P,
                 "I": st.I, "iteration": st.iteration, "n_accepted": st.n_accepted, "quiet": st.quiet,
-                "stopped": st.stopped, "spread": st.spread, "estimated": st.estimated,
-                "rng": [version, list(internal), gauss]}
+                "stopped": st.stopped, "spread": st.spread, "estimated": st.estimated, "passes": st.passes,
+                "started": st.started, "warm": st.warm, "rng": [version, list(internal), gauss]}
 
     def restore(self, snap: dict) -> None:
         self.state = SearchState(list(snap["labels"]), {int(k): v for k, v in snap["scores"].items()},
                                  snap["U"], snap["P"], snap["I"], snap["iteration"], snap["n_accepted"],
-                                 snap.get("quiet", 0), snap.get("stopped"), snap.get("spread"), snap.get("estimated", False))
+                                 snap.get("quiet", 0), snap.get("stopped"), snap.get("spread"), snap.get("estimated", False),
+                                 snap.get("passes", 0), snap.get("started", True), snap.get("warm", False))
         self._memo.clear()
         self._proposals.clear()
         self._predictions.clear()
+        self._held = None
         st = self.state
-        if not st.estimated:
+        if st.started and not st.estimated:  # during the bootstrap passes the state's U is not yet known
             self._memo[tuple(st.labels)] = _Eval(tuple(st.labels), dict(st.scores), st.P, st.I, st.U)
         version, internal, gauss = snap["rng"]
         self.rng.setstate((version, tuple(internal), gauss))

@@ -15,9 +15,13 @@ Plain lines: a stable format for logs and scripts, one per event, fields separat
     [ITER/ITERS] KIND   ex=EX dU=+D.DDD T=T.TTT U=U.UUU P=P.PPP I=N labeled=N true=N tokens=N batch=B/NB
 
   ITER/ITERS  the search's iteration in the current batch / iterations per batch
-  KIND        seed | skip | accept | reject | done, left-aligned in 6 characters
+  KIND        pass | seed | skip | accept | reject | done | predict, left-aligned in 6 characters
   ex=, dU=    only when the event has them: the proposed example (0-based line/record index in the data
               file) and dU of the proposal (3 decimals, signed)
+  passes=, changed=, flipped=yes
+              --init bootstrap, on pass and seed events: passes done, labels the last one changed, and
+              (seed) that the global flip of the passes' labeling scored higher and was kept
+  predicted=N/M  predict events (--core): examples of the rest predicted so far / in all
   T, U, P     temperature, U(D), P(D) of the current batch (3 decimals); I = inconsistent pairs
   labeled, true   labeled and True examples in the current batch
   tokens      tokens the model has evaluated in this process
@@ -46,6 +50,10 @@ def plain_line(p: Progress) -> str:
         parts.append(f"ex={p.example}")
     if ev.delta is not None:
         parts.append(f"dU={ev.delta:+.3f}")
+    if ev.passes is not None:
+        parts += [f"passes={ev.passes}", f"changed={ev.changed}"] + (["flipped=yes"] if ev.flipped else [])
+    if ev.predicted is not None:
+        parts.append(f"predicted={ev.predicted}/{p.rest}")
     parts += [f"T={ev.temperature:.3f}", f"U={ev.U:.3f}", f"P={ev.P:.3f}", f"I={ev.I}",
               f"labeled={ev.n_labeled}", f"true={ev.n_true}", f"tokens={ev.tokens}", f"batch={p.batch + 1}/{p.n_batches}"]
     return " ".join(parts)
@@ -77,6 +85,19 @@ def _duration(seconds: float | None) -> str:
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
 
 
+def _start_line(ev) -> str | None:
+    """The warm start's state (--init bootstrap) after a pass or seed event; None for other events."""
+    if ev.passes is None:
+        return None
+    if ev.kind == "pass":
+        return f"bootstrap pass {ev.passes}: {ev.changed} labels changed (held-out prediction + consistent decoding)"
+    if ev.changed:
+        return (f"bootstrap: {ev.passes} passes did not settle ({ev.changed} labels still changing): "
+                "the authors' cold start took over (seeds, T0 as --init seeds)")
+    kept = "its global flip scored higher and was kept" if ev.flipped else "kept (it scored above its global flip)"
+    return f"bootstrap: settled after {ev.passes} passes; {kept}"
+
+
 def _lab(y) -> str:
     return "·" if y is None else ("T" if y else "F")
 
@@ -93,6 +114,7 @@ class Dashboard:
         self.accepted = self.rejected = self.skipped = 0
         self.t_start = time.monotonic()
         self.done_start: int | None = None
+        self.start: str | None = None  # the warm start's outcome in this batch (--init bootstrap)
         self._lock = threading.Lock()
         self._live = None
 
@@ -126,6 +148,9 @@ class Dashboard:
                 self.window.append(ok)
                 self.recent.append(p)
             self.last = p
+            line = _start_line(ev)
+            if line is not None or ev.kind == "seed":  # a cold seed event clears an earlier batch's line
+                self.start = line
 
     # --- rendering ---------------------------------------------------------------------------------------
     def __rich_console__(self, console, options):
@@ -142,6 +167,7 @@ class Dashboard:
         with self._lock:
             p, recent = self.last, list(self.recent)
             acc, rej, skip, window = self.accepted, self.rejected, self.skipped, list(self.window)
+            start = self.start
             t_start, done_start = self.t_start, self.done_start
         grid = Table.grid(padding=(0, 2))
         grid.add_column(style="bold cyan", no_wrap=True)
@@ -162,6 +188,10 @@ class Dashboard:
         carried = f" · {p.carried} carried demonstrations from earlier batches (fixed)" if p.carried else ""
         grid.add_row("batch", f"{p.batch + 1}/{p.n_batches} · {p.batch_examples} examples · "
                               f"iteration {ev.iteration}/{p.batch_iterations}{carried}")
+        if start:
+            grid.add_row("start", start)
+        if p.rest:
+            grid.add_row("predicted", f"{p.predicted}/{p.rest} examples outside the searched core, from its labels")
         grid.add_row("temperature", f"{ev.temperature:.3f}")
         grid.add_row("U(D)", f"{ev.U:.3f} = α·P {p.alpha * ev.P:.3f} − I {ev.I}   (α = {p.alpha:g}, P = {ev.P:.4f})")
         grid.add_row("inconsistencies", str(ev.I))

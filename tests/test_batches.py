@@ -151,7 +151,7 @@ def _job(tmp_path, n=60, groups=15, n_ctx=900, seed=1, carry=8, iterations=40, s
     ds = Dataset(tuple(examples), tuple(hidden), Task.builtin("claim"), "mem")
     fb = Recording(hidden, seed=seed)
     batches, k = plan_for(ds, fb, n_ctx, None, carry)
-    job = job_for(ds, fb, SearchConfig(iterations=iterations, seed=seed, seeds=seeds), RunDir.create(tmp_path / f"run{seed}"), batches, k)
+    job = job_for(ds, fb, SearchConfig(iterations=iterations, seed=seed, seeds=seeds, init="seeds"), RunDir.create(tmp_path / f"run{seed}"), batches, k)
     return job, fb, hidden
 
 

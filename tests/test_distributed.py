@@ -52,7 +52,7 @@ def make_job(path: Path, resume: bool = False):
     rd = RunDir.open(path, lock=True) if resume else RunDir.create(path)
     if not resume:
         rd.write_json("config.json", {})
-    job = job_for(DATASET, fb, SearchConfig(iterations=20, seed=3), rd, batches, k)
+    job = job_for(DATASET, fb, SearchConfig(iterations=20, seed=3, patience=0), rd, batches, k)
     if resume:
         job.restore()
     return job
@@ -205,7 +205,7 @@ def fake_cli(monkeypatch, tmp_path):
     return data
 
 
-OPTS = ["--n-ctx", "750", "--carry", "4", "--iterations", "20", "--seed", "3", "--plain", "--json"]
+OPTS = ["--n-ctx", "750", "--core", "all", "--carry", "4", "--iterations", "20", "--seed", "3", "--plain", "--json"]
 
 
 def test_cli_workers_give_the_plain_labels(tmp_path, cluster, fake_cli):

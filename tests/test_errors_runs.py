@@ -213,7 +213,8 @@ def test_disk_fills_up_during_a_run(tmp_path, smollm2_path, monkeypatch):
 
     monkeypatch.setattr(rundir.os, "replace", replace)
     out = tmp_path / "run"
-    msg = one_error(label(claims(tmp_path / "d.jsonl", 6), out, "--iterations", 2, "--init-k", 2, "--fix-rounds", 0,
+    msg = one_error(label(claims(tmp_path / "d.jsonl", 6), out, "--iterations", 2, "--init", "seeds", "--init-k", 2,
+                          "--fix-rounds", 0,
                           "--n-threads", 1, model=smollm2_path), 2)
     monkeypatch.undo()
     assert f"cannot write {out / 'state.json'}: No space left on device; the previous version is intact" in msg
@@ -236,7 +237,7 @@ class Running:
         # small and single-threaded: each step stays short even on a busy machine
         self.proc = subprocess.Popen(  # the icm-lite command with the fake backend (tests/fake_model.py)
             [sys.executable, str(FAKE_CLI), "label", str(data), "--model", str(model), "--out", str(self.out), "--n-ctx", "512",
-             "--init-k", "2", "--fix-rounds", "0", "--n-threads", "1", "--iterations", str(iterations)],
+             "--init", "seeds", "--init-k", "2", "--fix-rounds", "0", "--n-threads", "1", "--iterations", str(iterations)],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             env={**os.environ, "ICM_LITE_CACHE": str(tmp_path / "cache"), "PYTHONUNBUFFERED": "1"})
         self.lines: list[str] = []

@@ -50,7 +50,7 @@ def make_job(path: Path, resume: bool = False) -> "Job":
     rd = RunDir.open(path) if resume else RunDir.create(path)
     if not resume:
         rd.write_json("config.json", {})
-    job = job_for(ds, fb, SearchConfig(iterations=12, seed=3), rd, batches, k)
+    job = job_for(ds, fb, SearchConfig(iterations=12, seed=3, init="seeds"), rd, batches, k)
     if resume:
         job.restore()
     return job
@@ -167,7 +167,7 @@ def test_every_option_round_trips_through_config_json():
         for f in dataclasses.fields(cls):
             v = f.default
             changed[f.name] = (f.metadata["choices"][-1] if f.metadata.get("choices") else not v if isinstance(v, bool)
-                               else 3 if v is None or isinstance(v, int) else v + 0.5)
+                               else "5" if isinstance(v, str) else 3 if v is None or isinstance(v, int) else v + 0.5)
     other = cfg.with_options(**changed)
     assert RunConfig.from_json(other.to_json()) == other
     assert {c.split(" ")[0] for c in cfg.conflicts(changed)} == {

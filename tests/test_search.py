@@ -281,13 +281,14 @@ def test_seed_choice(mode):
 
 def test_patience_stops_a_search_that_changes_nothing():
     examples, hidden = hidden_concept(24)
-    s = Search(examples, Scorer(FakeBackend(hidden), examples), "none", SearchConfig(iterations=5000, seed=0, patience=30))
+    s = Search(examples, Scorer(FakeBackend(hidden), examples), "none", SearchConfig(iterations=5000, seed=0, patience=30, init="seeds"))
     events = list(s.events())
     assert events[-1].kind == "done" and events[-1].stop == "patience"
     assert s.state.iteration < 5000
     tail = events[-31:-1]
     assert all(e.kind in ("skip", "reject") or e.delta == 0 for e in tail)
-    full = Search(examples, Scorer(FakeBackend(hidden), examples), "none", SearchConfig(iterations=50, seed=0))
+    full = Search(examples, Scorer(FakeBackend(hidden), examples), "none", SearchConfig(iterations=50, seed=0,
+                                                                                       init="seeds"))
     assert list(full.events())[-1].stop == "iterations"
 
 
@@ -297,7 +298,7 @@ def test_recency_does_not_steer_the_search():
     and the search still finds the concept."""
     examples, hidden = hidden_concept(48, seed=6)
     fb = FakeBackend(hidden, seed=6, recency=0.5)
-    search = Search(examples, Scorer(fb, examples), "none", SearchConfig(iterations=300, seed=6))
+    search = Search(examples, Scorer(fb, examples), "none", SearchConfig(iterations=300, seed=6, init="seeds"))
     search.start()
     last_is_changed = reads = 0
     for _ in range(300):
@@ -318,11 +319,12 @@ def test_snapshot_restore_continues_identically():
     examples, hidden = hidden_concept(32)
 
     def make():
-        return Search(examples, Scorer(FakeBackend(hidden), examples), "none", SearchConfig(iterations=80, seed=2))
+        return Search(examples, Scorer(FakeBackend(hidden), examples), "none",
+                      SearchConfig(iterations=80, seed=2, init="seeds"))
 
     whole = make().run()
     a = make()
-    a.config = SearchConfig(iterations=30, seed=2)
+    a.config = SearchConfig(iterations=30, seed=2, init="seeds")
     a.run()
     b = make()
     b.restore(a.snapshot())
@@ -370,7 +372,7 @@ def test_the_exact_mode_is_unchanged(seed):
     examples, hidden = hidden_concept(40, seed=seed, groups=10)
     fb = FakeBackend(hidden, seed=seed, noise=1.0)
     st = Search(examples, Scorer(fb, examples, "tree"), "none",
-                SearchConfig(iterations=150, seed=seed, order="tree")).run()
+                SearchConfig(iterations=150, seed=seed, order="tree", init="seeds")).run()
     got = ("".join("." if y is None else "1" if y else "0" for y in st.labels), round(st.U, 6), fb.tokens_evaluated)
     assert got == EXACT_TRACE[seed]
 
@@ -423,7 +425,7 @@ def test_a_sampled_search_reports_exact_u_at_the_end_and_resumes_identically():
 
     def make(iterations):
         return Search(examples, Scorer(FakeBackend(hidden, seed=2, noise=1.0), examples), "none",
-                      SearchConfig(iterations=iterations, seed=2, delta="sample", queries=6))
+                      SearchConfig(iterations=iterations, seed=2, delta="sample", queries=6, init="seeds"))
 
     whole = make(120)
     events = list(whole.events())
@@ -457,6 +459,6 @@ def test_the_default_budget_is_twelve_iterations_per_example():
     assert budget(SearchConfig(), 40) == 480 and budget(SearchConfig(), 256) == 3072  # the authors' ~3000 for 256
     assert budget(SearchConfig(iterations=7), 40) == 7 and budget(SearchConfig(iterations=0), 40) == 0
     examples, hidden = hidden_concept(10)
-    s = Search(examples, Scorer(FakeBackend(hidden), examples), "none", SearchConfig(seed=0))
+    s = Search(examples, Scorer(FakeBackend(hidden), examples), "none", SearchConfig(seed=0, patience=0))
     events = list(s.events())
     assert events[-1].kind == "done" and events[-1].iteration == 120

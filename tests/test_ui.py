@@ -55,7 +55,7 @@ def job(tmp_path, gold=True, iterations=6, shuffle_gold=None, backend=FakeBacken
     fb = backend(hidden, seed=4)
     batches, k = plan_for(ds, fb, 600, None, 4)
     name = f"run{len(list(tmp_path.iterdir()))}"
-    return job_for(ds, fb, SearchConfig(iterations=iterations, init_k=4, seed=5), RunDir.create(tmp_path / name), batches, k)
+    return job_for(ds, fb, SearchConfig(iterations=iterations, init_k=4, seed=5, init="seeds"), RunDir.create(tmp_path / name), batches, k)
 
 
 EXPECTED = """\
@@ -180,7 +180,7 @@ examples = tuple(Example(f"ex{i}", "p", str(i // 4)) for i in range(40))
 ds = Dataset(examples, tuple(hidden), Task.builtin("claim"), "mem")
 fb = FakeBackend(hidden)
 batches, k = plan_for(ds, fb, 700, None, 6)
-job = Job(RunConfig(data="mem", task=ds.task, search=SearchConfig(iterations=25, seed=1), batches=batches, carried=k),
+job = Job(RunConfig(data="mem", task=ds.task, search=SearchConfig(iterations=25, seed=1, init="seeds"), batches=batches, carried=k),
           ds, fb, RunDir.create(sys.argv[1]))
 ui = make_ui()
 
@@ -260,7 +260,7 @@ def test_label_command_in_a_terminal_dashboard_ctrl_c_and_resume(tmp_path, smoll
     script = tmp_path / "session.sh"
     script.write_text(  # the shell ignores Ctrl-C itself (a trap, reset for its children) and goes on
         f"trap 'true' INT\n"
-        f"{ICM} label {data} --model {smollm2_path} --out {run} --n-ctx 512 --iterations 6 --init-k 2 --n-threads 1\n"
+        f"{ICM} label {data} --model {smollm2_path} --out {run} --n-ctx 512 --iterations 6 --init seeds --init-k 2 --n-threads 1\n"
         f"echo EXIT=$?\n"
         f"{ICM} label --resume {run}\n"
         f"echo EXIT2=$?\n"
