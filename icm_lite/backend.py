@@ -16,7 +16,8 @@ backend (llama.py), the fake (fake.py) and one batch's view of either (batches.B
   close()                   free what it holds (idempotent)
 
 Backends over one KV-cache sequence implement the four `plan.Ops` (mark, push, rewind, read) and inherit
-`run = plan.walk`: the one depth-first traversal. `tests/test_backend_contract.py` runs the same conformance
+`run = plan.walk`: the one depth-first traversal, and `fan = plan.one_by_one` (llama.py overrides it to decode
+the leaves after a shared prefix together, as several sequences of one batch). `tests/test_backend_contract.py` runs the same conformance
 tests against every implementation. This module loads no model.
 """
 
@@ -25,7 +26,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import Hashable, Sequence
 
-from .plan import Item, Node, walk
+from .plan import Item, Node, one_by_one, walk
 from .tasks import Example
 
 STATS = ("tokens_evaluated", "tokens_reused", "naive_tokens", "decode_seconds", "decode_calls")
@@ -72,3 +73,6 @@ class Backend(ABC):
 
     def read(self) -> float:
         raise NotImplementedError
+
+    def fan(self, suffixes: Sequence[Sequence[Item]]) -> list[float]:
+        return one_by_one(self, suffixes)  # a backend that decodes several sequences at once overrides it

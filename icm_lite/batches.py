@@ -114,6 +114,41 @@ def plan_batches(examples: Sequence[Example], demo_len: Sequence[int], query_len
     return batches, k if len(batches) > 1 else 0  # one batch (a single group above batch_size) carries nothing
 
 
+def spread(m: int) -> list[int]:
+    """0..m-1 in an order whose every prefix is spread evenly over the range (van der Corput, base 2).
+
+    Example: spread(8) -> [0, 4, 2, 6, 1, 5, 3, 7]
+    """
+    bits = max(1, (m - 1).bit_length())
+    keyed = sorted(range(1 << bits), key=lambda k: int(f"{k:0{bits}b}"[::-1], 2))
+    return [k for k in keyed if k < m]
+
+
+def choose_core(examples: Sequence[Example], demo_len: Sequence[int], query_len: Sequence[int], n_ctx: int,
+                prefix: int = 0, limit: int | None = None) -> list[int]:
+    """The core: whole consistency groups drawn evenly across the file, as many as fit one context together with the
+    longest query of the data (the rest is predicted after the whole core), and at most `limit` examples when given
+    (a group is never split, so the core may end below it). Returned in file order.
+
+    Example: choose_core(examples, [20] * 1000, [18] * 1000, n_ctx=8192, prefix=1) -> about 400 indices
+    """
+    us = units(examples)
+    longest = max(query_len)
+    room = n_ctx - prefix - longest
+    cap = math.inf if limit is None else limit
+    chosen: list[int] = []
+    tokens = count = 0
+    for u in spread(len(us)):
+        c, n = sum(demo_len[i] for i in us[u]), len(us[u])
+        if tokens + c > room or count + n > cap:
+            continue  # a smaller group further on may still fit
+        chosen.extend(us[u])
+        tokens, count = tokens + c, count + n
+    if not chosen:
+        raise DataError(f"no consistency group fits one context with a query (n_ctx={n_ctx}): raise --n-ctx")
+    return sorted(chosen)
+
+
 def choose_carried(labels: Sequence[bool | None], scores: dict[int, float], k: int) -> list[Item]:
     """Up to k labeled examples, half True and half False, most confident first; returned in index order.
 
@@ -166,12 +201,13 @@ class BatchView(Backend):
         self.backend.reset_stats()
 
     def _map(self, node: Node) -> Node:
-        return Node(tuple((self.index[i], y) for i, y in node.items), [self._map(c) for c in node.children], node.read)
+        return Node(tuple((self.index[i], y) for i, y in node.items), [self._map(c) for c in node.children], node.read,
+                    node.fan)
 
     def plan(self, root: Node) -> Node:
         """The plan in dataset indices, every context starting with the carried demonstrations."""
         mapped = self._map(root)
-        return Node(self.carried + mapped.items, mapped.children, mapped.read)
+        return Node(self.carried + mapped.items, mapped.children, mapped.read, mapped.fan)
 
     def run(self, root: Node) -> dict[Hashable, float]:
         return self.backend.run(self.plan(root))

@@ -3,7 +3,7 @@
 `RunConfig` holds the data file (absolute path and sha256), the task, the model (as asked and as resolved), and
 the options of three sections, each a dataclass whose fields are the command-line options (options.py):
 `model_options` (ModelOptions), `search` (SearchConfig) and `batching` (Batching). When a run starts it also
-records the batches it cut. `to_json`/`from_json` are exact inverses; `conflicts` says which options given to
+records the batches it cut (and, with a core, the examples it predicts instead of searching). `to_json`/`from_json` are exact inverses; `conflicts` says which options given to
 `--resume` differ from the saved ones, by option name, for every option in every section.
 
 This module does no I/O and loads nothing; run.py reads and writes config.json.
@@ -48,6 +48,7 @@ class RunConfig:
     model_path: str | None = None
     batches: tuple[tuple[int, ...], ...] | None = None
     carried: int | None = None  # carried demonstrations the batches leave room for
+    rest: tuple[int, ...] | None = None  # examples predicted from the searched core (--core), not searched
 
     def option(self, name: str) -> Any:
         section = option_section(name)
@@ -89,7 +90,7 @@ class RunConfig:
                 "model_path": self.model_path,
                 **{s: dataclasses.asdict(getattr(self, s)) for s in SECTIONS},
                 "batches": [list(b) for b in self.batches] if self.batches is not None else None,
-                "carried": self.carried}
+                "carried": self.carried, "rest": list(self.rest) if self.rest is not None else None}
 
     @classmethod
     def from_json(cls, raw: dict, where: str = "config.json") -> "RunConfig":
@@ -103,7 +104,8 @@ class RunConfig:
             return cls(data=raw["data"], task=Task.from_dict(raw["task"]), model=raw.get("model_asked"), **sections,
                        data_sha256=raw.get("data_sha256"), model_name=raw.get("model"), model_path=raw.get("model_path"),
                        batches=None if batches is None else tuple(tuple(int(i) for i in b) for b in batches),
-                       carried=raw.get("carried"))
+                       carried=raw.get("carried"),
+                       rest=None if raw.get("rest") is None else tuple(int(i) for i in raw["rest"]))
         except (KeyError, TypeError, ValueError) as e:
             raise RunError(f"{where} is damaged or from another version ({type(e).__name__}: {e})") from None
 

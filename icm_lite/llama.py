@@ -31,7 +31,7 @@ import numpy as np
 from .backend import STATS, Backend
 from .errors import ModelError, UserError
 from .options import ModelOptions
-from .plan import Item, Node, walk
+from .plan import Item, Node, one_by_one, walk
 from .tasks import Example
 
 
@@ -154,9 +154,15 @@ class LlamaBackend(Backend):
         self.model = model
         self.vocab = llama_cpp.llama_model_get_vocab(model)
         p = llama_cpp.llama_context_default_params()
-        p.n_ctx = opts.n_ctx
+        # Sequence 0 holds the plan's path; with --fan N, sequences 1..N are the leaves of a fan, decoded together in
+        # one llama_decode after a shared prefix (`fan`): the KV cache is then unified (one buffer, the prefix's cells
+        # shared) with n_batch cells more than n_ctx, room for one decode's leaves beyond a full context. Neither
+        # changes a single sequence's scores (checked: tests/test_model_exact.py).
+        self.fan_width = opts.fan
+        p.n_ctx = opts.n_ctx + (opts.n_batch if opts.fan > 1 else 0)
         p.n_batch = p.n_ubatch = opts.n_batch
-        p.n_seq_max = 1
+        p.n_seq_max = opts.fan + 1 if opts.fan > 1 else 1
+        p.kv_unified = opts.fan > 1
         p.n_threads = p.n_threads_batch = self.n_threads
         p.flash_attn_type = (llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED if opts.flash_attn
                              else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED)
@@ -277,15 +283,19 @@ class LlamaBackend(Backend):
             b.seq_id[k][0] = 0
             b.logits[k] = want_last and k == len(tokens) - 1
         b.n_tokens = len(tokens)
+        self._timed_decode(len(tokens))
+
+    def _timed_decode(self, n_tokens: int) -> None:
+        """llama_decode of the batch as filled, counted and timed."""
         t0 = time.perf_counter()
-        rc = self._lc.llama_decode(self.ctx, b)
+        rc = self._lc.llama_decode(self.ctx, self.batch)
         took = time.perf_counter() - t0
         self._counts["decode_seconds"] += took
         self._decoding += took
         self._counts["decode_calls"] += 1
         if rc != 0:
             raise ModelError(f"llama_decode failed (code {rc}): the KV cache is full or memory ran out; lower --n-ctx or --n-batch")
-        self._counts["tokens_evaluated"] += len(tokens)
+        self._counts["tokens_evaluated"] += n_tokens
 
     def _logodds(self, row: int) -> float:
         lp = self._lc.llama_get_logits_ith(self.ctx, row)
@@ -361,6 +371,64 @@ class LlamaBackend(Backend):
     def run(self, root: Node) -> dict[Hashable, float]:
         self._adapt_threads()
         return walk(root, self)
+
+    def fan(self, suffixes: Sequence[Sequence[Item]]) -> list[float]:
+        """Log-odds after each suffix, every one read right after the current context (plan.Ops.fan). Several
+        suffixes share one llama_decode: suffix j is sequence j, its cells see the context's cells (seq_cp shares
+        them, it copies nothing) and its own, and only its last position's logits are computed. Decodes are filled
+        up to n_batch tokens and --fan suffixes; a suffix longer than n_batch goes alone. Not bit-identical to one
+        sequence at a time: the cells of a second sequence sit elsewhere in the cache, so attention sums them in
+        another order (up to ~0.25 nats here). With --fan 1, one at a time (plan.one_by_one)."""
+        if self.fan_width < 2:
+            return one_by_one(self, suffixes)
+        base = self._pos
+        toks = [self._tokens(items) for items in suffixes]
+        for t in toks:
+            self._check_fits(base + len(t))
+        if len(self._kv) > base:  # what seq 0 held past the context: the leaves' cells need the room
+            self._lc.llama_memory_seq_rm(self.mem, 0, base, -1)
+            del self._kv[base:]
+        out: list[float | None] = [None] * len(toks)
+        group: list[int] = []
+        for k in range(len(toks)):
+            if len(toks[k]) > self.n_batch:
+                out[k] = self._push(toks[k], True)  # alone, through the sequence path
+                self.rewind(base)
+                continue
+            if group and (sum(len(toks[j]) for j in group) + len(toks[k]) > self.n_batch
+                          or len(group) == self.fan_width):
+                self._decode_fan(toks, group, base, out)
+                group = []
+            group.append(k)
+        if group:
+            self._decode_fan(toks, group, base, out)
+        return out  # type: ignore[return-value]
+
+    def _decode_fan(self, toks: list[list[int]], group: list[int], base: int, out: list) -> None:
+        """One llama_decode of the suffixes in `group`, each its own sequence after the shared context."""
+        if len(group) == 1 or sum(len(toks[k]) for k in group) < MIN_DECODE:  # the sequence path, leaf by leaf
+            for k in group:
+                out[k] = self._push(toks[k], True)
+                self.rewind(base)
+            return
+        lc, b, row, rows = self._lc, self.batch, 0, []
+        for seq, k in enumerate(group, start=1):
+            lc.llama_memory_seq_cp(self.mem, 0, seq, 0, base)
+            for n, tok in enumerate(toks[k]):
+                b.token[row] = tok
+                b.pos[row] = base + n
+                b.n_seq_id[row] = 1
+                b.seq_id[row][0] = seq
+                b.logits[row] = n == len(toks[k]) - 1
+                row += 1
+            rows.append(row - 1)
+            self._counts["naive_tokens"] += base + len(toks[k])
+        b.n_tokens = row
+        self._timed_decode(row)
+        for k, r in zip(group, rows):
+            out[k] = self._logodds(r)
+        for seq in range(1, len(group) + 1):
+            lc.llama_memory_seq_rm(self.mem, seq, -1, -1)
 
     def _adapt_threads(self) -> None:
         """With automatic threads, follow the free cores: at most every RECHECK_SECONDS of decoding."""

@@ -16,6 +16,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from .errors import UserError
+
 KV_TYPES = ("f16", "f32", "q8_0")
 
 
@@ -54,14 +56,41 @@ class ModelOptions:
     flash_attn: bool = opt(False, "Flash attention (faster on GPU; moves scores by ~0.1 nats).", flag=True)
     kv_type: str = opt("f16", "KV-cache type: f16, f32 (twice the memory) or q8_0 (half; for 8B models on small GPUs; "
                               "moves scores).", choices=KV_TYPES)
+    fan: int = opt(16, "Queries decoded together, as sequences of one llama_decode, when many follow one prefix (the "
+                       "rest of a run predicted after its core). 1 = one at a time, bit-identical to a from-scratch "
+                       "decode; more is faster (1.25x on 2 CPU cores) but moves log-odds by up to ~0.25 nats.",
+                   min=1, resumable=False)
 
 
 @dataclass(frozen=True)
 class Batching:
-    """How data that does not fit one context is cut into batches (batches.py)."""
+    """What is searched and what is predicted (--core), and how --core all cuts data into batches (batches.py)."""
 
-    batch_size: int | None = opt(None, "At most this many examples per batch. Default: as many as fit --n-ctx. Data "
-                                       "that does not fit one context is labeled batch after batch; batches are "
-                                       "balanced and never split a consistency group.", min=1)
-    carry: int = opt(8, "Labeled examples of the first batch placed first in every context of each later batch, as "
-                        "fixed demonstrations (they keep True meaning the same thing across batches).", min=0)
+    batch_size: int | None = opt(None, "At most this many examples per searched batch (the core too). Default: as "
+                                       "many as fit --n-ctx. With --core all, data that does not fit one context is "
+                                       "labeled batch after batch; batches are balanced and never split a consistency "
+                                       "group.", min=1)
+    carry: int = opt(8, "With --core all: labeled examples of the first batch placed first in every context of each "
+                        "later batch, as fixed demonstrations (they keep True meaning the same thing across batches).",
+                     min=0)
+    core: str = opt("auto", "Search a core of this many examples (whole consistency groups drawn evenly across the "
+                            "file), then label every other example by prediction with all the core's labels in "
+                            "context. auto = as many as fit one context (all of them when the data fits one, the "
+                            "same run as before); all = search every example, batch after batch.")
+
+    def __post_init__(self) -> None:
+        core_size(self.core)
+
+
+def core_size(core: str) -> int | None:
+    """--core as a number of examples: None for auto (what fits one context); 0 for all (no core: batch by batch).
+
+    Example: core_size("auto") -> None; core_size("all") -> 0; core_size("200") -> 200
+    """
+    if core == "auto":
+        return None
+    if core == "all":
+        return 0
+    if not core.isdigit() or int(core) < 1:
+        raise UserError(f"--core must be auto, all or a number of examples, not {core!r}")
+    return int(core)

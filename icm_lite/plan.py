@@ -56,22 +56,42 @@ TAIL = 0  # tree layouts: examples that end every context (see the module docstr
 
 @dataclass
 class Node:
+    """items: pushed on entering; read: keys of the log-odds read after them; fan: the children are leaves that
+    may be decoded together (`Ops.fan`), each read after this node's context. Only plans whose reads are not
+    compared across labelings set it (the rest predicted after a core): llama.cpp's multi-sequence decode moves
+    log-odds by up to ~0.2 nats against one sequence at a time (benchmarks/README.md, bench_fan)."""
+
     items: tuple[Item, ...]
     children: list["Node"] = field(default_factory=list)
     read: tuple[Hashable, ...] = ()
+    fan: bool = False
 
 
 class Ops(Protocol):
-    """What a backend offers `walk`: a context that grows by items and rewinds to a mark."""
+    """What a backend offers `walk`: a context that grows by items and rewinds to a mark, and `fan`: the log-odds
+    after each of several item sequences, each read right after the current context, the context unchanged after
+    (`one_by_one` does it with the other four; a backend may decode them together)."""
 
     def mark(self) -> int: ...
     def push(self, items: Sequence[Item], read: bool) -> None: ...
     def rewind(self, mark: int) -> None: ...
     def read(self) -> float: ...
+    def fan(self, suffixes: Sequence[Sequence[Item]]) -> list[float]: ...
+
+
+def one_by_one(ops: Ops, suffixes: Sequence[Sequence[Item]]) -> list[float]:
+    """`Ops.fan` from push, read and rewind: each suffix in turn after the current context."""
+    out = []
+    for items in suffixes:
+        m = ops.mark()
+        ops.push(items, True)
+        out.append(ops.read())
+        ops.rewind(m)
+    return out
 
 
 def walk(root: Node, ops: Ops) -> dict[Hashable, float]:
-    """Depth-first over the plan; returns {read key: log-odds}."""
+    """Depth-first over the plan; returns {read key: log-odds}. A `fan` node hands its leaves to `ops.fan` together."""
     out: dict[Hashable, float] = {}
 
     def visit(node: Node) -> None:
@@ -81,8 +101,15 @@ def walk(root: Node, ops: Ops) -> dict[Hashable, float]:
             s = ops.read()
             for k in node.read:
                 out[k] = s
-        for child in node.children:
-            visit(child)
+        kids = node.children
+        if node.fan and kids:
+            assert all(c.read and not c.children for c in kids), "a fan node's children are leaves that read"
+            for c, s in zip(kids, ops.fan([c.items for c in kids])):
+                for k in c.read:
+                    out[k] = s
+        else:
+            for child in kids:
+                visit(child)
         ops.rewind(m)
 
     visit(root)

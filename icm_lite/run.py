@@ -31,16 +31,18 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from .backend import STATS, Backend
-from .batches import BatchView, choose_carried, plan_batches
+from .batches import BatchView, choose_carried, choose_core, plan_batches, units
 from .config import RunConfig
+from .consistency import Consistency
 from .data import Dataset, file_sha256, load_dataset, resolve_data
 from .errors import RunError
-from .options import ModelOptions
+from .options import Batching, ModelOptions, core_size
 from .rundir import RunDir
-from .scoring import Scorer
+from .scoring import Scorer, predict_after
 from .search import Event, Search, SearchConfig, budget
 
 STATE_VERSION = 3
+REST_CHUNK = 64  # examples of the rest predicted per plan (whole groups); the state is saved after each
 
 
 def open_backend(model_path, opts: ModelOptions) -> Backend:
@@ -49,13 +51,34 @@ def open_backend(model_path, opts: ModelOptions) -> Backend:
     return LlamaBackend(str(model_path), opts)
 
 
+def _lengths(dataset: Dataset, backend: Backend) -> tuple[list[int], list[int]]:
+    """Tokens of every example as a demonstration (its longer label) and as a query."""
+    n = len(dataset.examples)
+    demo = [max(backend.length((i, True)), backend.length((i, False))) for i in range(n)]
+    return demo, [backend.length((i, None)) for i in range(n)]
+
+
 def plan_for(dataset: Dataset, backend: Backend, n_ctx: int, batch_size: int | None = None,
              carry: int = 8) -> tuple[list[list[int]], int]:
     """Batches that fit n_ctx with this backend's tokens (see batches.plan_batches) and the carried count."""
-    n = len(dataset.examples)
-    demo = [max(backend.length((i, True)), backend.length((i, False))) for i in range(n)]
-    query = [backend.length((i, None)) for i in range(n)]
+    demo, query = _lengths(dataset, backend)
     return plan_batches(dataset.examples, demo, query, n_ctx, backend.prefix_length, batch_size, carry)
+
+
+def plan_core(dataset: Dataset, backend: Backend, n_ctx: int, batching: Batching) -> tuple[list[list[int]], int, list[int]]:
+    """What a run searches and what it predicts: (batches, carried, rest). With --core auto or N, a data set that does
+    not fit one context (or is larger than N or --batch-size) is one searched core (batches.choose_core) and a rest
+    predicted from it; otherwise it is the batches of plan_for and no rest (--core all: always)."""
+    n = len(dataset.examples)
+    batches, carried = plan_for(dataset, backend, n_ctx, batching.batch_size, batching.carry)
+    size = core_size(batching.core)
+    limit = min(x for x in (size, batching.batch_size, n) if x)
+    if size == 0 or (len(batches) == 1 and limit >= n):
+        return batches, carried, []
+    demo, query = _lengths(dataset, backend)
+    core = choose_core(dataset.examples, demo, query, n_ctx, backend.prefix_length, limit)
+    chosen = set(core)
+    return [core], 0, [i for i in range(n) if i not in chosen]
 
 
 def agreement(labels: Sequence[bool | None], gold: Sequence[bool | None] | None) -> tuple[float, int] | None:
@@ -122,6 +145,8 @@ class Progress:
     stats: dict = field(default_factory=dict)  # backend counters, summed over resumes
     gold: tuple[float, int] | None = None  # agreement with gold labels: evaluation only, never seen by the search
     batch_iterations: int = 0  # this batch's iteration budget
+    predicted: int = 0  # examples of the rest (--core) predicted so far
+    rest: int = 0  # examples of the rest in all
 
 
 class Job:
@@ -132,8 +157,9 @@ class Job:
         self.backend = backend
         self.run_dir = run_dir
         self.batches = [list(b) for b in (config.batches or [range(n)])]
-        if sorted(i for b in self.batches for i in b) != list(range(n)):
-            raise RunError("the batches do not cover every example exactly once")
+        self.rest = list(config.rest or ())  # predicted from the core (batch 0) once it is searched
+        if sorted([i for b in self.batches for i in b] + self.rest) != list(range(n)):
+            raise RunError("the batches and the rest do not cover every example exactly once")
         self.carry = config.carried if config.carried is not None else config.batching.carry
         self.ids = [ex.id for ex in dataset.examples]
         self.labels: list[bool | None] = [None] * n  # searched labels, dataset-wide
@@ -148,7 +174,10 @@ class Job:
 
     @property
     def done(self) -> bool:
-        return len(self.results) == len(self.batches)
+        return len(self.results) == len(self.batches) and not self.rest_todo()
+
+    def rest_todo(self) -> list[int]:
+        return [i for i in self.rest if i not in self.predicted]
 
     def pending(self) -> list[int]:
         return [b for b in range(len(self.batches)) if b not in self.results]
@@ -269,7 +298,8 @@ class Job:
         return Progress(ev, g, None if g is None else self.ids[g], b, len(self.batches), len(idx),
                         len(self.carried_for(b)), self.iterations_done(), self.iterations_max(),
                         len(self.labels), len(labeled), sum(labeled), c.alpha, self.stats(),
-                        agreement(self.labels, self.dataset.gold), budget(c, len(idx)))
+                        agreement(self.labels, self.dataset.gold), budget(c, len(idx)),
+                        len(self.rest) - len(self.rest_todo()), len(self.rest))
 
     def run_batch(self, b: int, on_event: Callable[[Progress], None] | None = None,
                   should_stop: Callable[[], bool] | None = None) -> bool:
@@ -304,6 +334,8 @@ class Job:
                     break
                 if not self.run_batch(b, on_event, should_stop):
                     break
+            if not self.pending():
+                self.predict_rest(on_event, should_stop)
         finally:
             self.run_dir.close()
         summary = self.summary()
@@ -311,6 +343,37 @@ class Job:
             summary.update(self.evaluate())
         self.run_dir.write_json("summary.json", summary)
         return summary
+
+    def predict_rest(self, on_event: Callable[[Progress], None] | None = None,
+                     should_stop: Callable[[], bool] | None = None) -> bool:
+        """Label the rest (--core) by prediction: every example after all of the core's searched labels, in canonical
+        order (groups together, file order): one fixed prefix, evaluated once, then each query (llama.py decodes many
+        queries after a prefix in one call). Each group is decoded consistently (Consistency.decode). Chunks of
+        REST_CHUNK examples, saved after each: a stopped run resumes at the next chunk. True when all are done."""
+        todo = self.rest_todo()
+        if not todo:
+            return True
+        core = set(self.batches[0])
+        demos = [(i, self.labels[i]) for u in units(self.dataset.examples) for i in u
+                 if i in core and self.labels[i] is not None]
+        cons = Consistency(self.dataset.examples, self.dataset.task.relation)
+        last = self.results[0]
+        for chunk in _chunks(self.dataset.examples, todo, REST_CHUNK):
+            if should_stop is not None and should_stop():
+                return False
+            scores = predict_after(self.backend, demos, chunk)
+            decoded = cons.decode(scores)
+            for i in chunk:
+                self.predicted[i] = (decoded[i], scores[i])
+            labeled = [y for y in self.labels if y is not None]
+            ev = Event("predict", last["iterations"], 0.0, last["U"], last["P"], last["inconsistencies"],
+                       len(labeled), sum(labeled), tokens=self.backend.tokens_evaluated,
+                       predicted=len(self.rest) - len(self.rest_todo()))
+            self.run_dir.append_event(self._event_record(0, ev))
+            self.save(sync=True, labels=True)
+            if on_event:
+                on_event(self._progress(0, ev))
+        return True
 
     def summary(self) -> dict:
         rows = [self.results[b] for b in sorted(self.results)]
@@ -331,6 +394,8 @@ class Job:
         }
         if len(self.batches) > 1:
             out["per_batch"] = rows
+        if self.rest:
+            out["core"], out["rest"] = len(self.batches[0]), len(self.rest)
         return out
 
     def evaluate(self) -> dict:
@@ -345,6 +410,9 @@ class Job:
             filled[i] = y
         if self.predicted:
             out["agreement_with_predicted"], out["agreement_with_predicted_n"] = agreement(filled, gold)
+            only = agreement([filled[i] if i in self.predicted else None for i in range(len(filled))], gold)
+            if only is not None:
+                out["agreement_predicted"], out["agreement_predicted_n"] = only
         n = len(self.dataset)
         zs = Scorer(self.backend, self.dataset.examples).predict_many(range(n), [None] * n)
         out["zero_shot_accuracy"], out["zero_shot_n"] = agreement([zs[i] > 0 for i in range(n)], gold)
@@ -366,9 +434,8 @@ def start(config: RunConfig, out: str | Path, *, force: bool = False, backend: B
         announce(f"loading {ref.name} ({ref.path})")
         backend = open_backend(ref.path, config.model_options)
     backend.prepare(dataset.examples, config.task.label_words)
-    batches, carried = plan_for(dataset, backend, config.model_options.n_ctx, config.batching.batch_size,
-                                config.batching.carry)
-    config = replace(config, batches=tuple(tuple(b) for b in batches), carried=carried)
+    batches, carried, rest = plan_core(dataset, backend, config.model_options.n_ctx, config.batching)
+    config = replace(config, batches=tuple(tuple(b) for b in batches), carried=carried, rest=tuple(rest))
     run_dir = RunDir.create(out, force=force)
     run_dir.write_json("config.json", config.to_json())
     return Job(config, dataset, backend, run_dir)
@@ -447,3 +514,17 @@ class StopSignals:
             return True
         return False
 
+
+
+def _chunks(examples, todo: Sequence[int], size: int) -> list[list[int]]:
+    """`todo` in chunks of about `size` examples, whole consistency groups per chunk, in file order."""
+    wanted = set(todo)
+    out: list[list[int]] = [[]]
+    for u in units(examples):
+        members = [i for i in u if i in wanted]
+        if not members:
+            continue
+        if out[-1] and len(out[-1]) + len(members) > size:
+            out.append([])
+        out[-1].extend(members)
+    return [c for c in out if c]
