@@ -40,6 +40,7 @@ def main() -> None:
     ap.add_argument("--n-ctx", type=int, default=8192)
     ap.add_argument("--n-gpu-layers", type=int, default=0)
     ap.add_argument("--n-threads", type=int, default=None)
+    ap.add_argument("--json", action="store_true", help="one JSON object instead of the table (gpu_check.sh)")
     args = ap.parse_args()
 
     from icm_lite.llama import LlamaBackend
@@ -79,6 +80,17 @@ def main() -> None:
         rows[name] = best
     (t1, s1, c1, g1), (t2, s2, c2, g2) = rows["one at a time"], rows["fan"]
     diffs = [abs(g1[q] - g2[q]) for q in queries]
+    if args.json:
+        import orjson
+
+        print(orjson.dumps({"model": ref.name, "queries": args.queries, "demos": args.demos,
+                            "prefix_tokens": b.context_length(demos), "n_gpu_layers": args.n_gpu_layers,
+                            "threads": b.n_threads, "fan": b.fan_width,
+                            "one": {"tokens": t1, "seconds": s1, "calls": c1},
+                            "fanned": {"tokens": t2, "seconds": s2, "calls": c2}, "speedup": s1 / s2,
+                            "max_abs_diff": max(diffs), "mean_abs_diff": sum(diffs) / len(diffs),
+                            "same_sign": sum((g1[q] > 0) == (g2[q] > 0) for q in queries)}).decode())
+        return
     print(f"model {ref.name}, {args.queries} queries after {args.demos} demonstrations "
           f"(prefix {b.context_length(demos)} tokens), {os.cpu_count()} CPUs, threads {b.n_threads}, "
           f"n_gpu_layers {args.n_gpu_layers}, best of {args.repeats}")

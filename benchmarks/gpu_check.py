@@ -127,6 +127,16 @@ def summary(d: Path) -> str:
         lines.append(f"tree vs naive {x['model']}: tokens {loo['naive_tokens'] / loo['tree_tokens']:.2f}x "
                      f"({loo['naive_tokens']:,} / {loo['tree_tokens']:,}), time {loo['naive_s'] / loo['tree_s']:.2f}x "
                      f"({loo['naive_s']:.2f} s / {loo['tree_s']:.2f} s)")
+    fan = load("fan.json")
+    if fan is None:
+        lines.append(f"fan: FAILED (see {d / 'fan.log'})")
+    else:
+        one, fanned = fan["one"], fan["fanned"]
+        lines.append(f"fan {fan['model']}: {fan['queries']} queries after {fan['prefix_tokens']} prefix tokens, one "
+                     f"decode for up to {fan['fan']} {fan['speedup']:.2f}x faster than one at a time "
+                     f"({one['tokens'] / one['seconds']:,.0f} vs {fanned['tokens'] / fanned['seconds']:,.0f} tokens/s); "
+                     f"|log-odds difference| max {fan['max_abs_diff']:.4f}, mean {fan['mean_abs_diff']:.4f} nats, "
+                     f"same sign {fan['same_sign']}/{fan['queries']}")
     if demo is None:
         lines.append(f"demo: FAILED (see {d / 'demo.log'})")
     else:

@@ -5,7 +5,7 @@
 #     benchmarks/gpu_check.sh            # on the GPU: --n-gpu-layers -1, 32 claims, the 30-iteration demo
 #     benchmarks/gpu_check.sh --cpu      # the same on the CPU (how the test runs it; a reference for the GPU run)
 #     options: --n N (claims for the exactness runs, >= 6), --demo-n N (demo examples, even), --iterations N,
-#              --out DIR (default runs/gpu_check)
+#              --fan-queries N (queries after one prefix, default 96), --out DIR (default runs/gpu_check)
 #
 # It needs nothing but this repository and its .venv (both models come from PyPI packages; no network), and checks:
 #   1. the build: llama-cpp-python's version, llama.cpp's build flags (CUDA / Metal / CPU features), whether it can
@@ -16,24 +16,26 @@
 #      decode (CUDA switches matmul kernels with batch size), so a GPU may differ; this measures by how much;
 #   3. speed: tokens and seconds of the tree against the naive way (every context from an empty cache) on the
 #      leave-one-out plan, as benchmarks/bench_scoring.py does;
-#   4. a short demo (`icm-lite label` on examples/reviews.jsonl, the demo's --alpha 2 --t0 0.7) on the GPU: labeled
+#   4. many queries after one prefix (how the rest of a run is predicted after its core, --core): one llama_decode
+#      for many sequences (--fan) against one query at a time (benchmarks/bench_fan.py): the speed-up and how far
+#      the log-odds move (on the CPU up to ~0.25 nats; multi-sequence decodes are not bit-identical);
+#   5. a short demo (`icm-lite label` on examples/reviews.jsonl, the demo's --alpha 2 --t0 0.7) on the GPU: labeled
 #      and agreement with the gold labels.
 # Then it prints one summary block. Please send back that block and DIR/*.json (and DIR/*.log if a step failed).
 #
-# Not here: the multi-sequence leaf batching (sibling leaves decoded as parallel sequences in one llama_decode) was
-# removed from icm_lite/llama.py and is not brought back or measured by this script: it changed scores on the CPU
-# (0.2-0.4 nats) and there was no GPU to measure whether a GPU's own batch-size effects are as large. This check's
-# exactness numbers are the baseline such a measurement would need.
+# The tree's leaves are never decoded as parallel sequences: that changed scores on the CPU (0.2-0.4 nats), and the
+# tree's scores are compared across labelings (dU). Only the predicted rest, scored once, uses --fan.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-MODE=gpu N=32 DEMO_N=32 ITERATIONS=30 OUT=runs/gpu_check
+MODE=gpu N=32 DEMO_N=32 ITERATIONS=30 FAN_QUERIES=96 OUT=runs/gpu_check
 while [ $# -gt 0 ]; do
   case "$1" in
     --cpu) MODE=cpu ;;
     --n) N="$2"; shift ;;
     --demo-n) DEMO_N="$2"; shift ;;
     --iterations) ITERATIONS="$2"; shift ;;
+    --fan-queries) FAN_QUERIES="$2"; shift ;;
     --out) OUT="$2"; shift ;;
     -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
     *) echo "gpu_check.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
@@ -66,6 +68,10 @@ for model in smollm2 gemma-3-270m; do
   "$PY" benchmarks/gpu_check.py exact --model "$model" --n "$N" --n-gpu-layers "$NGL" \
     > "$OUT/exact_$tag.json" 2> "$OUT/exact_$tag.log" || rm -f "$OUT/exact_$tag.json"
 done
+
+step "many queries after one prefix: one decode (--fan) vs one at a time, $FAN_QUERIES queries"
+"$PY" benchmarks/bench_fan.py --model gemma-3-270m --demos 32 --queries "$FAN_QUERIES" --repeats 2 \
+  --n-gpu-layers "$NGL" --json > "$OUT/fan.json" 2> "$OUT/fan.log" || rm -f "$OUT/fan.json"
 
 step "demo: $DEMO_N reviews, $ITERATIONS iterations"
 head -n "$DEMO_N" examples/reviews.jsonl > "$OUT/reviews.jsonl"
