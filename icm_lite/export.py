@@ -47,7 +47,7 @@ class LabeledRun:
     dataset: Dataset  # dataset.gold is for evaluation only
     labels: tuple[bool | None, ...]  # ICM labels (searched or predicted), aligned with dataset.examples
     scores: tuple[float | None, ...]
-    sources: tuple[str, ...] = ()  # "search" / "prediction" per example; () means all "search"
+    sources: tuple[str | None, ...] = ()  # "search" / "prediction" / None (not labeled yet); () means all "search"
 
     def __post_init__(self):
         if not self.sources:
@@ -78,7 +78,8 @@ def load_run(run_dir: str | Path, data: str | Path | None = None) -> LabeledRun:
 
 
 def _read_labels(path: Path, dataset: Dataset) -> tuple[tuple, tuple, tuple]:
-    """Labels, scores and sources aligned with the dataset; a row without "source" was labeled by the search."""
+    """Labels, scores and sources aligned with the dataset; a row without "source" was labeled by the search, a
+    row whose label and source are null was not labeled yet (a stopped run)."""
     if not path.exists():
         raise RunError(f"{path} is missing: the run has not labeled anything yet")
     rows = {}
@@ -90,7 +91,8 @@ def _read_labels(path: Path, dataset: Dataset) -> tuple[tuple, tuple, tuple]:
             rows[str(r["id"])] = (r["label"], r.get("score"), r.get("source", "search"))
         except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
             raise RunError(f"{path}:{n} is damaged (expected {{\"id\", \"label\", \"score\"}})") from None
-        if rows[str(r["id"])][2] not in SOURCES:
+        label, _, source = rows[str(r["id"])]
+        if source not in SOURCES and not (source is None and label is None):
             raise RunError(f"{path}:{n}: unknown source {r['source']!r} (expected 'search' or 'prediction')")
     ids = [ex.id for ex in dataset.examples]
     missing = [i for i in ids if i not in rows]

@@ -37,9 +37,9 @@ FAKE_CLI = Path(__file__).with_name("fake_model.py")
 QUESTIONS = ["Is the sky blue?", "Is fire cold?", "Do fish swim?", "Is ice hot?", "Do birds fly?"]
 
 
-def claims(path: Path, n: int = 10) -> Path:
+def claims(path: Path, n: int = 10, gold: bool = False) -> Path:
     rows = [{"id": f"c{i}", "question": QUESTIONS[i % 5], "choice": ["Yes.", "No."][i // 5 % 2],
-             "consistency_id": i % 5} for i in range(n)]
+             "consistency_id": i % 5, **({"label": i % 3 == 0} if gold else {})} for i in range(n)]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
 
@@ -231,9 +231,11 @@ class Running:
 
     N = 6
 
+    GOLD = False
+
     def __init__(self, tmp_path: Path, model: Path, iterations: int = 100_000):
         self.out = tmp_path / "run"
-        data = claims(tmp_path / "d.jsonl", self.N)
+        data = claims(tmp_path / "d.jsonl", self.N, self.GOLD)
         # small and single-threaded: each step stays short even on a busy machine
         self.proc = subprocess.Popen(  # the icm-lite command with the fake backend (tests/fake_model.py)
             [sys.executable, str(FAKE_CLI), "label", str(data), "--model", str(model), "--out", str(self.out), "--n-ctx", "512",
@@ -292,6 +294,32 @@ def test_signal_stops_cleanly_after_saving(tmp_path, smollm2_path, sig, code):
     assert f"continue with: icm-lite label --resume {run.out}" in lines[-1]
     summary = json.loads((run.out / "summary.json").read_text())
     assert summary["finished"] is False and summary["iterations"] == state["iteration"]
+
+
+class RunningLonger(Running):
+    N, GOLD = 40, True
+
+
+def test_a_run_stopped_by_sigterm_exports_and_evaluates(tmp_path, smollm2_path):
+    """A run stopped before every example is labeled: export leaves the unlabeled ones out, eval counts them."""
+    run = RunningLonger(tmp_path, smollm2_path)
+    run.wait_for_events()
+    run.proc.send_signal(signal.SIGTERM)
+    rc, lines = run.finish()
+    assert rc == 143, lines
+    state = run.check_saved()
+    unlabeled = sum(y is None for y in state["labels"])
+    assert unlabeled > 0
+    ex = subprocess.run([sys.executable, str(FAKE_CLI), "export", str(run.out), "--format", "prompt-completion",
+                         "--valid-fraction", "0", "--out", str(tmp_path / "ft")], capture_output=True, text=True)
+    assert ex.returncode == 0, ex.stderr
+    assert f"unlabeled {unlabeled}" in ex.stdout
+    records = [line for f in (tmp_path / "ft").glob("*.jsonl") for line in f.read_text().splitlines()]
+    assert len(records) == RunningLonger.N - unlabeled
+    ev = subprocess.run([sys.executable, str(FAKE_CLI), "eval", str(run.out), "--json"], capture_output=True,
+                        text=True, env={**os.environ, "ICM_LITE_CACHE": str(tmp_path / "cache")})
+    assert ev.returncode == 0, ev.stderr
+    assert json.loads(ev.stdout)["labeled"] == RunningLonger.N - unlabeled
 
 
 def test_second_ctrl_c_stops_at_once_and_keeps_the_saved_state(tmp_path, smollm2_path):
