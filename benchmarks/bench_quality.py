@@ -164,6 +164,8 @@ def main() -> None:
     ap.add_argument("--jsonl", default=None, help="append one JSON line per baseline and per run")
     ap.add_argument("--no-peer", dest="peer", action="store_false", help="skip the cheap peer's rows")
     ap.add_argument("--cheap", action="store_true", help="zero-shot baselines only (no many-shot passes)")
+    ap.add_argument("--first", type=int, default=None, metavar="N",
+                    help="each dataset's first N records only (a slice of a large one, as dataset[:N])")
     args = ap.parse_args()
 
     from icm_lite.models import resolve_model
@@ -185,6 +187,11 @@ def main() -> None:
     for name in args.datasets.split(","):
         data, task_spec = DATASETS[name]
         task = Task.resolve(str(task_spec))
+        if args.first:  # the first N records (the data files keep a group's records together)
+            name = f"{name}[:{args.first}]"
+            lines = Path(data).read_bytes().splitlines(keepends=True)[: args.first]
+            data = tmp / f"{name}.jsonl"
+            data.write_bytes(b"".join(lines))
         ds = load_dataset(data, task)
         backend.prepare(ds.examples, task.label_words)
         by_order: dict[tuple, dict] = {}  # the baselines depend on the layout only, not on the other settings
@@ -264,7 +271,7 @@ def table(paths: list[str]) -> None:
             verdict = "pass" if ok else "**fail**"
         ratio = (f"{statistics.mean(r['tokens'] for r in warm) / statistics.mean(r['tokens'] for r in cold):.2f}"
                  if warm and cold else "—")
-        passes = span([p["passes"] for p in ps], str) if ps else "—"
+        passes = span([p["passes"] for p in ps], lambda x: f"{x:.1f}".rstrip("0").rstrip(".")) if ps else "—"
         print(f"| {name} | {size} | {pct(b['zero_shot']) if 'zero_shot' in b else '—'} | "
               f"{pct(b['zero_shot_decoded']) if 'zero_shot_decoded' in b else '—'} | "
               f"{pct(b['gold_many_shot']) if 'gold_many_shot' in b else '—'} | {cell(ps, 'agreement', pct)} | {passes} | "

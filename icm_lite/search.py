@@ -391,8 +391,10 @@ class Search:
                      tokens=self.scorer.backend.tokens_evaluated, **kw)
 
     def temperature(self) -> float:
-        c = self.config
-        return temperature(c.schedule, c.start_temperature(self.state.warm), c.t_min, self.state.n_accepted)
+        """The annealing's temperature now (during the bootstrap passes: the warm one it would start at)."""
+        c, st = self.config, self.state
+        warm = st.warm or (c.init == "bootstrap" and not st.started)
+        return temperature(c.schedule, c.start_temperature(warm), c.t_min, st.n_accepted)
 
     def _adopt(self, ev: _Eval) -> None:
         st = self.state
