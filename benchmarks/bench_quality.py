@@ -23,8 +23,8 @@ Settings: `default` is SearchConfig's defaults (what `icm-lite label` does with 
 --init bootstrap); `cold` is --init seeds, the authors' start (alpha 30, T0 10, their ConsistencyFix and seeds, 12
 iterations per example: the default until 2026-12); `tiny` is alpha 2, T0 0.7 from seeds (what the demo used for
 the 270M model before); `authors` adds the authors' fixed 3000 iterations. `--set KEY=VALUE` overrides a search
-option in every setting (e.g. --set fix=paper). `--no-peer` skips the peer rows; `--cheap` computes only the
-zero-shot baselines (the many-shot ones cost ~4 leave-one-out passes over the whole dataset in one context).
+option in every setting (e.g. --set fix=paper). `--no-peer` skips the peer rows; `--baselines gold|zero-shot` computes
+fewer baselines (all of them cost ~4 leave-one-out passes over the whole dataset in one context).
 """
 
 from __future__ import annotations
@@ -106,7 +106,7 @@ def peer_row(ds, backend, order: str, tail: int, seed: int) -> dict:
             "seconds": round(time.perf_counter() - t0, 1)}
 
 
-def baselines(ds, backend, order: str, tail: int) -> dict:
+def baselines(ds, backend, order: str, tail: int, which: str = "full") -> dict:
     """Zero-shot, gold and random many-shot accuracy, and P, I of the gold labeling (no search).
 
     Many-shot is held out by group (`Scorer.held_out`): each example is predicted from the labeled examples of
@@ -114,9 +114,13 @@ def baselines(ds, backend, order: str, tail: int) -> dict:
     demonstrations. The in-layout leave-one-out accuracies (the mate shown, wherever the layout puts it) are
     kept as `*_loo`: in the grouped layout the mate is the last demonstration, and a model that copies or
     answers against the last label reads the answer off it (benchmarks/README.md, quality)."""
+    if which == "zero-shot":
+        return cheap_baselines(ds, backend)
     n = len(ds.examples)
     sc = Scorer(backend, ds.examples, order, tail=tail)
     gold = list(ds.gold)
+    if which == "gold":
+        return {**cheap_baselines(ds, backend), "gold_many_shot": accuracy(sc.held_out(gold), gold)}
     rand = [True] * (n // 2) + [False] * (n - n // 2)
     random.Random(0).shuffle(rand)
     g, r = sc.scores([gold, rand])
@@ -163,7 +167,9 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a search option")
     ap.add_argument("--jsonl", default=None, help="append one JSON line per baseline and per run")
     ap.add_argument("--no-peer", dest="peer", action="store_false", help="skip the cheap peer's rows")
-    ap.add_argument("--cheap", action="store_true", help="zero-shot baselines only (no many-shot passes)")
+    ap.add_argument("--baselines", choices=("full", "gold", "zero-shot"), default="full",
+                    help="full: every baseline; gold: zero-shot and gold many-shot (one held-out pass); zero-shot: "
+                         "no many-shot pass (for data far larger than a context)")
     ap.add_argument("--first", type=int, default=None, metavar="N",
                     help="each dataset's first N records only (a slice of a large one, as dataset[:N])")
     args = ap.parse_args()
@@ -200,7 +206,7 @@ def main() -> None:
             layout = (search.order, search.tail)
             seeds = [int(s) for s in args.seeds.split(",") if s != "none"]
             if layout not in by_order:
-                by_order[layout] = cheap_baselines(ds, backend) if args.cheap else baselines(ds, backend, *layout)
+                by_order[layout] = baselines(ds, backend, *layout, args.baselines)
                 for seed in seeds if args.peer else ():
                     emit({"kind": "peer", "model": ref.name, "dataset": name, **peer_row(ds, backend, *layout, seed)})
             base = by_order[layout]

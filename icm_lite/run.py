@@ -38,6 +38,7 @@ from .data import Dataset, file_sha256, load_dataset, resolve_data
 from .errors import RunError
 from .options import Batching, ModelOptions, core_size
 from .rundir import RunDir
+from .plan import Node
 from .scoring import Scorer, predict_after
 from .search import Event, Search, SearchConfig, budget
 
@@ -399,7 +400,7 @@ class Job:
         return out
 
     def evaluate(self) -> dict:
-        """Agreement with gold and the zero-shot baseline (evaluation only; needs gold labels)."""
+        """Agreement with gold and the zero-shot baseline on the searched examples (evaluation only; needs gold)."""
         gold = self.dataset.gold
         agr = agreement(self.labels, gold)
         if agr is None:
@@ -413,9 +414,10 @@ class Job:
             only = agreement([filled[i] if i in self.predicted else None for i in range(len(filled))], gold)
             if only is not None:
                 out["agreement_predicted"], out["agreement_predicted_n"] = only
-        n = len(self.dataset)
-        zs = Scorer(self.backend, self.dataset.examples).predict_many(range(n), [None] * n)
-        out["zero_shot_accuracy"], out["zero_shot_n"] = agreement([zs[i] > 0 for i in range(n)], gold)
+        searched = [i for b in self.batches for i in b]  # with --core, the core: the rest costs no extra queries
+        zs = self.backend.run(Node((), [Node(((i, None),), [], (i,)) for i in searched]))
+        out["zero_shot_accuracy"], out["zero_shot_n"] = agreement(
+            [zs[i] > 0 if i in zs else None for i in range(len(self.dataset))], gold)
         return out
 
 
