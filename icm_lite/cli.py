@@ -114,8 +114,11 @@ def section_options(*classes, inherit: bool = False):
 
 
 @main.command()
-@click.argument("data", required=False, type=click.Path(dir_okay=False))
+@click.argument("data", required=False)
 @click.option("--task", "-t", default="claim", show_default=True, help="claim | math | comparison | path to a task .json file.")
+@click.option("--field", "fields", multiple=True, metavar="NAME=COLUMN",
+              help="Read the task's field NAME (a template field, or its id, group, label or key field) from the "
+                   "data's column COLUMN; repeatable. Example: --field question=prompt --field choice=answer.")
 @click.option("--model", "-m", default=None, help="Registry name (see `icm-lite models list`) or path to a .gguf file. Default: gemma-3-270m.")
 @section_options(ModelOptions, SearchConfig, Batching, RayOptions)
 @click.option("--out", "-o", "out", default=None, type=click.Path(file_okay=False), help="Run directory to write (required unless --resume).")
@@ -127,8 +130,9 @@ def section_options(*classes, inherit: bool = False):
 @click.option("--plain", is_flag=True, help="One plain line per event on stderr instead of the live dashboard (automatic when stderr is not a terminal).")
 @click.option("--json", "as_json", is_flag=True, help="Print only the final summary, as JSON, on stdout.")
 @click.pass_context
-def label(ctx, data, task, model, out, resume, force, plain, as_json, **options):
-    """Label DATA (.json or .jsonl) with ICM and write RUN_DIR/labels.jsonl.
+def label(ctx, data, task, fields, model, out, resume, force, plain, as_json, **options):
+    """Label DATA with ICM and write RUN_DIR/labels.jsonl. DATA: a .jsonl/.json, .csv/.tsv or .parquet file, a
+    folder saved by Hugging Face datasets, or hf:NAME[@SPLIT] from the local Hugging Face cache.
 
     While it runs, stderr shows a live dashboard (or plain lines); the run directory is saved after every
     event, so a stopped or killed run continues with --resume RUN_DIR.
@@ -154,8 +158,8 @@ def label(ctx, data, task, model, out, resume, force, plain, as_json, **options)
         if out or force:
             raise UserError("--resume continues RUN_DIR in place: leave out --out and --force")
         asked = {k: v for k, v in options.items() if k in given}
-        if "task" in given:
-            asked["task"] = Task.resolve(task)
+        if "task" in given or "fields" in given:
+            asked["task"] = _task(task, fields)
         if "model" in given:
             asked["model"] = model
         job = run.resume(resume, asked, data=data, announce=say)
@@ -168,7 +172,7 @@ def label(ctx, data, task, model, out, resume, force, plain, as_json, **options)
         if out is None:
             raise click.UsageError("missing option --out RUN_DIR")
         sections = {name: cls(**{f.name: options[f.name] for f in cli_fields(cls)}) for name, cls in SECTIONS.items()}
-        job = run.start(RunConfig(data=data, task=Task.resolve(task), model=model, **sections), out, force=force,
+        job = run.start(RunConfig(data=data, task=_task(task, fields), model=model, **sections), out, force=force,
                         announce=say)
         sizes = sorted(len(b) for b in job.batches)
         split = ("one batch" if len(job.batches) == 1 else
@@ -190,6 +194,19 @@ def label(ctx, data, task, model, out, resume, force, plain, as_json, **options)
         click.echo(orjson.dumps(summary).decode())
         return
     _print_summary(summary, out)
+
+
+def _task(spec: str, fields: tuple[str, ...]):
+    """The task named on the command line, reading the columns that --field maps its fields to."""
+    from .tasks import Task
+
+    columns = {}
+    for f in fields:
+        name, eq, column = f.partition("=")
+        if not eq or not name.strip():
+            raise UserError(f"--field {f!r}: write NAME=COLUMN (a field the task reads = a column of the data)")
+        columns[name.strip()] = column.strip()
+    return Task.resolve(spec).mapped(columns) if columns else Task.resolve(spec)
 
 
 def _print_summary(s: dict, out: str) -> None:
@@ -263,7 +280,7 @@ def models_pull(name):
               help="Seed of the split (whole consistency groups per split) and of the KTO record order.")
 @click.option("--include-predicted", is_flag=True,
               help="Also export labels the model predicted after the search (left out by default).")
-@click.option("--data", default=None, type=click.Path(dir_okay=False), help="The run's data file, if it moved (its sha256 must match).")
+@click.option("--data", default=None, help="The run's data file, if it moved (its sha256 must match).")
 @click.option("--check", is_flag=True,
               help="Then load the files with Hugging Face `datasets` and print the columns TRL will see (needs datasets).")
 @click.option("--force", is_flag=True, help="Replace an earlier export in --out.")
@@ -293,7 +310,7 @@ def export(run_dir, fmt, openai_dpo, out, valid_fraction, test_fraction, seed, i
 @section_options(ModelOptions, inherit=True)
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the random-labels baseline (and of --demos).")
 @click.option("--demos", default=None, type=click.IntRange(1), help="Show at most this many labeled examples (whole groups, seeded) when all do not fit n_ctx. Default: all.")
-@click.option("--data", default=None, type=click.Path(dir_okay=False), help="The run's data file, if it moved (its sha256 must match).")
+@click.option("--data", default=None, help="The run's data file, if it moved (its sha256 must match).")
 @click.option("--plot", default=None, type=click.Path(dir_okay=False), help="Also draw agreement with gold and U over iterations to this .png (needs the `plot` extra).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
 def eval_(run_dir, test_path, model, seed, demos, data, plot, as_json, **model_options):

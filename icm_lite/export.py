@@ -28,7 +28,7 @@ from pathlib import Path
 
 import orjson
 
-from .data import Dataset, file_sha256, load_dataset, resolve_data
+from .data import Dataset, file_sha256, load_dataset, present, resolve_data
 from .errors import DataError, RunError, UserError
 from .rundir import RunDir, write_atomic
 from .tasks import Task
@@ -62,7 +62,7 @@ def load_run(run_dir: str | Path, data: str | Path | None = None) -> LabeledRun:
         if key not in config:
             raise RunError(f"{rd.path / 'config.json'} has no {key!r}; was it written by `icm-lite label`?")
     path = Path(data) if data is not None else resolve_data(config["data"], rd.path)
-    if not path.is_file():
+    if not present(path):
         raise DataError(f"the run's data file {path} is missing; pass its new location with --data")
     if file_sha256(path) != config["data_sha256"]:
         raise DataError(f"{path} is not the file the run labeled (sha256 differs from config.json); "

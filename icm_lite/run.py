@@ -34,7 +34,7 @@ from .backend import STATS, Backend
 from .batches import BatchView, choose_carried, choose_core, plan_batches, units
 from .config import RunConfig
 from .consistency import Consistency
-from .data import Dataset, file_sha256, load_dataset, resolve_data
+from .data import Dataset, absolute, file_sha256, load_dataset, present, resolve_data
 from .errors import RunError
 from .options import Batching, ModelOptions, core_size
 from .rundir import RunDir
@@ -428,7 +428,7 @@ def start(config: RunConfig, out: str | Path, *, force: bool = False, backend: B
     from .models import resolve_model
 
     RunDir.check_new(out, force)  # before the model loads, not after
-    data = Path(config.data).resolve()
+    data = absolute(config.data)
     dataset = load_dataset(data, config.task)
     ref = resolve_model(config.model)
     config = replace(config, data=str(data), data_sha256=file_sha256(data), model_name=ref.name, model_path=str(ref.path))
@@ -462,7 +462,7 @@ def resume(path: str | Path, given: dict | None = None, *, data: str | Path | No
             raise RunError(f"cannot resume {path}: {', '.join(diffs)}; leave out what differs to use the saved values")
         config = config.with_options(**{k: v for k, v in given.items() if k not in ("task", "model")})
         src = Path(data) if data is not None else resolve_data(config.data, run_dir.path)
-        if not src.is_file():
+        if not present(src):
             raise RunError(f"cannot resume {path}: its data file {src} is missing; pass DATA if it moved")
         got = file_sha256(src)
         if got != config.data_sha256:

@@ -14,7 +14,7 @@ Example: Task.builtin("claim").render({"question": "Q?", "choice": "A"})
 from __future__ import annotations
 
 import string
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import orjson
@@ -141,6 +141,32 @@ class Task:
         if name_or_path.endswith(".json") or Path(name_or_path).is_file():
             return Task.from_file(name_or_path)
         return Task.builtin(name_or_path)
+
+    def mapped(self, columns: dict[str, str]) -> "Task":
+        """The task reading other column names: columns[name] replaces `name` wherever the task reads it (template
+        fields, and the id, group, gold label and consistency-key fields). A name the task does not read is a
+        DataError that lists the ones it does.
+
+        Example: Task.builtin("claim").mapped({"choice": "answer"}).template
+                 -> "Question: {question}\nClaim: {answer}\nI think this claim is"
+        """
+        key_field = self.key[len("field:"):] if self.key and self.key.startswith("field:") else None
+        reads = list(self.fields) + [f for f in (self.id_field, self.group_field, self.label_field, key_field) if f]
+        for name, column in columns.items():
+            if name not in reads:
+                raise DataError(f"--field {name}={column}: task {self.name!r} reads no field {name!r} (it reads: "
+                                f"{', '.join(dict.fromkeys(reads))})")
+            if not column.strip():
+                raise DataError(f"--field {name}=: name a column")
+        col = lambda f: columns.get(f, f) if f else f  # noqa: E731
+        parts = []
+        for literal, name, _, _ in string.Formatter().parse(self.template):
+            parts.append(literal.replace("{", "{{").replace("}", "}}"))
+            if name is not None:
+                parts.append("{" + col(name) + "}")
+        return replace(self, template="".join(parts), id_field=col(self.id_field), group_field=col(self.group_field),
+                       label_field=col(self.label_field), key=f"field:{col(key_field)}" if key_field else self.key,
+                       strip_newlines=tuple(col(f) for f in self.strip_newlines), fields=())
 
     def render(self, record: dict, where: str = "record") -> str:
         values = {}
