@@ -302,6 +302,35 @@ def export(run_dir, fmt, openai_dpo, out, valid_fraction, test_fraction, seed, i
         click.echo(line)
 
 
+@main.command("review")
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("--worst", default=20, show_default=True, type=click.IntRange(1),
+              help="Show this many labels, the least sure first.")
+@click.option("--out", "out", default=None, type=click.Path(dir_okay=False),
+              help="Also write them to this CSV, with an empty 'correction' column for a person to fill in.")
+@click.option("--data", default=None, help="The run's data file, if it moved (its sha256 must match).")
+def review(run_dir, worst, out, data):
+    """The labels of RUN_DIR the model is least sure of, with their text: smallest margin (log-odds towards the
+    label, given the run's other labels) first, labels that break a constraint or changed late in the search
+    before them. Reads the run only; no model is loaded.
+
+    Example: icm-lite review runs/demo --worst 10 --out review.csv
+    """
+    from rich.console import Console
+
+    from .export import load_run
+    from .review import doubtful, table, write_csv
+    from .rundir import RunDir
+
+    run = load_run(run_dir, data)
+    words = run.dataset.task.label_words
+    rows = doubtful(run, RunDir(run.path).events())
+    Console().print(table(rows[:worst], words, len(rows)))
+    if out:
+        write_csv(rows[:worst], out, words)
+        click.echo(f"{min(worst, len(rows))} rows in {out}: fill the 'correction' column where a label is wrong")
+
+
 @main.command("eval")
 @click.argument("run_dir", type=click.Path(file_okay=False))
 @click.option("--test", "test_path", default=None, type=click.Path(dir_okay=False),
