@@ -52,10 +52,12 @@ class Pass:
         return sum(a != b for a, b in zip(self.scored, self.labels))
 
 
-def one_pass(scorer: Scorer, cons: Consistency, labels: Sequence[bool], loo: bool = False) -> Pass:
-    """Predict every example from the other groups' labels and decode each group consistently."""
+def one_pass(scorer: Scorer, cons: Consistency, labels: Sequence[bool], loo: bool = False,
+             fixed: dict[int, bool] | None = None) -> Pass:
+    """Predict every example from the other groups' labels and decode each group consistently (`fixed`: pinned
+    labels, kept as they are)."""
     held, loo_scores = scorer.held_out_and_loo(labels, loo=loo)
-    decoded = cons.decode(held)
+    decoded = cons.decode(held, fixed)
     return Pass(list(labels), held, [decoded[i] for i in range(len(labels))], loo_scores)
 
 

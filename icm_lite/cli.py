@@ -121,6 +121,10 @@ def section_options(*classes, inherit: bool = False):
                    "data's column COLUMN; repeatable. Example: --field question=prompt --field choice=answer.")
 @click.option("--model", "-m", default=None, help="Registry name (see `icm-lite models list`) or path to a .gguf file. Default: gemma-3-270m.")
 @section_options(ModelOptions, SearchConfig, Batching, RayOptions)
+@click.option("--pin", "pin", default=None,
+              help="Labels a person knows: a file (CSV, JSONL, ...) with id and label columns, or the CSV `icm-lite "
+                   "review --out` wrote (its correction column wins where filled). Pinned labels are demonstrations "
+                   "like any label, never changed by the search, and left out of the agreement with gold.")
 @click.option("--out", "-o", "out", default=None, type=click.Path(file_okay=False), help="Run directory to write (required unless --resume).")
 @click.option("--resume", "resume", default=None, type=click.Path(file_okay=False),
               help="Continue the run in this run directory exactly where it stopped. DATA and every option come from its "
@@ -130,7 +134,7 @@ def section_options(*classes, inherit: bool = False):
 @click.option("--plain", is_flag=True, help="One plain line per event on stderr instead of the live dashboard (automatic when stderr is not a terminal).")
 @click.option("--json", "as_json", is_flag=True, help="Print only the final summary, as JSON, on stdout.")
 @click.pass_context
-def label(ctx, data, task, fields, model, out, resume, force, plain, as_json, **options):
+def label(ctx, data, task, fields, model, pin, out, resume, force, plain, as_json, **options):
     """Label DATA with ICM and write RUN_DIR/labels.jsonl. DATA: a .jsonl/.json, .csv/.tsv or .parquet file, a
     folder saved by Hugging Face datasets, or hf:NAME[@SPLIT] from the local Hugging Face cache.
 
@@ -157,6 +161,8 @@ def label(ctx, data, task, fields, model, out, resume, force, plain, as_json, **
     if resume:
         if out or force:
             raise UserError("--resume continues RUN_DIR in place: leave out --out and --force")
+        if pin:
+            raise UserError("--pin starts a new run; --resume keeps the pins the run started with")
         asked = {k: v for k, v in options.items() if k in given}
         if "task" in given or "fields" in given:
             asked["task"] = _task(task, fields)
@@ -172,7 +178,13 @@ def label(ctx, data, task, fields, model, out, resume, force, plain, as_json, **
         if out is None:
             raise click.UsageError("missing option --out RUN_DIR")
         sections = {name: cls(**{f.name: options[f.name] for f in cli_fields(cls)}) for name, cls in SECTIONS.items()}
-        job = run.start(RunConfig(data=data, task=_task(task, fields), model=model, **sections), out, force=force,
+        the_task = _task(task, fields)
+        pins = None
+        if pin:
+            from .data import read_pins
+
+            pins = tuple(sorted(read_pins(pin, the_task.label_words).items()))
+        job = run.start(RunConfig(data=data, task=the_task, model=model, pins=pins, **sections), out, force=force,
                         announce=say)
         sizes = sorted(len(b) for b in job.batches)
         split = ("one batch" if len(job.batches) == 1 else
@@ -212,8 +224,10 @@ def _task(spec: str, fields: tuple[str, ...]):
 def _print_summary(s: dict, out: str) -> None:
     stop = {"patience": "stopped by --patience", "iterations": "ran every iteration"}
     predicted = f"; {s['predicted']} more predicted from those labels" if s.get("predicted") else ""
+    pinned = f"; {s['pinned']} pinned by you" if s.get("pinned") else ""
     lines = [
-        f"labeled {s['labeled']}/{s['examples']} examples by the search: {s['true']} True, {s['false']} False{predicted}",
+        f"labeled {s['labeled']}/{s['examples']} examples by the search: {s['true']} True, {s['false']} False{predicted}"
+        f"{pinned}",
         f"U = {s['U']:.3f}  (P = {s['P']:.3f}, inconsistencies = {s['inconsistencies']})",
         f"{s['iterations']} iterations ({', '.join(stop.get(x, x) for x in s['stop']) or 'not finished'}), "
         f"{s['accepted']} accepted, {s['tokens_evaluated']} tokens in {s['seconds']} s",

@@ -49,6 +49,7 @@ class RunConfig:
     batches: tuple[tuple[int, ...], ...] | None = None
     carried: int | None = None  # carried demonstrations the batches leave room for
     rest: tuple[int, ...] | None = None  # examples predicted from the searched core (--core), not searched
+    pins: tuple[tuple[str, bool], ...] | None = None  # (id, label) a person gave (--pin): fixed, never searched
 
     def option(self, name: str) -> Any:
         section = option_section(name)
@@ -90,7 +91,8 @@ class RunConfig:
                 "model_path": self.model_path,
                 **{s: dataclasses.asdict(getattr(self, s)) for s in SECTIONS},
                 "batches": [list(b) for b in self.batches] if self.batches is not None else None,
-                "carried": self.carried, "rest": list(self.rest) if self.rest is not None else None}
+                "carried": self.carried, "rest": list(self.rest) if self.rest is not None else None,
+                "pins": [list(p) for p in self.pins] if self.pins is not None else None}
 
     @classmethod
     def from_json(cls, raw: dict, where: str = "config.json") -> "RunConfig":
@@ -105,7 +107,8 @@ class RunConfig:
                        data_sha256=raw.get("data_sha256"), model_name=raw.get("model"), model_path=raw.get("model_path"),
                        batches=None if batches is None else tuple(tuple(int(i) for i in b) for b in batches),
                        carried=raw.get("carried"),
-                       rest=None if raw.get("rest") is None else tuple(int(i) for i in raw["rest"]))
+                       rest=None if raw.get("rest") is None else tuple(int(i) for i in raw["rest"]),
+                       pins=None if raw.get("pins") is None else tuple((str(i), bool(y)) for i, y in raw["pins"]))
         except (KeyError, TypeError, ValueError) as e:
             raise RunError(f"{where} is damaged or from another version ({type(e).__name__}: {e})") from None
 

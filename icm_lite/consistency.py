@@ -75,27 +75,33 @@ class Consistency:
             return [(True, False), (False, True)]
         return []
 
-    def decode(self, scores: dict[int, float]) -> dict[int, bool]:
+    def decode(self, scores: dict[int, float], fixed: dict[int, bool] | None = None) -> dict[int, bool]:
         """The labeling of the scored examples that breaks the fewest constraints and, among those, maximises
         sum_i (s_i if y_i else -s_i), group by group over the scored members (others are left out). Examples
-        in no group, or without a key, take the sign of their log-odds (0 counts as False)."""
+        in no group, or without a key, take the sign of their log-odds (0 counts as False). `fixed`: labels that
+        may not change (pinned by a person): the group's other members are decoded around them."""
+        fixed = fixed or {}
         out = {i: s > 0 for i, s in scores.items()}
         for members in self.groups.values():
             scored = [i for i in members if i in scores]
             if len(scored) > 1:
-                out.update(self._decode_group(scored, scores))
+                out.update(self._decode_group(scored, scores, fixed))
+        out.update({i: y for i, y in fixed.items() if i in out})
         return out
 
     MAX_KEYS = 16  # distinct keys enumerated in one group (2**16 labelings); beyond it keys decode alone
 
-    def _decode_group(self, members: list[int], scores: dict[int, float]) -> dict[int, bool]:
+    def _decode_group(self, members: list[int], scores: dict[int, float], fixed: dict[int, bool]) -> dict[int, bool]:
         keys = list(dict.fromkeys(self.keys[i] for i in members))
         weight = {k: sum(scores[i] for i in members if self.keys[i] == k) for k in keys}  # a key's members agree
+        forced = {self.keys[i]: y for i, y in fixed.items() if i in members}
         if len(keys) > self.MAX_KEYS:
-            return {i: weight[self.keys[i]] > 0 for i in members}
+            return {i: forced.get(self.keys[i], weight[self.keys[i]] > 0) for i in members}
         count = {k: sum(1 for i in members if self.keys[i] == k) for k in keys}
         best, best_key = None, None
         for choice in product((True, False), repeat=len(keys)):  # True first: ties go to the earlier labeling
+            if any(forced.get(k, y) != y for k, y in zip(keys, choice)):
+                continue
             bad = sum(count[a] * count[b] for (a, ya), (b, yb) in combinations(zip(keys, choice), 2)
                       if self.conflict_kind(self.relation, ya, yb))
             total = sum(weight[k] if y else -weight[k] for k, y in zip(keys, choice))

@@ -378,3 +378,32 @@ def _pair_keys(examples: list[Example], records: list[dict], wheres: list[str], 
 
 def load_dataset(path: str | Path, task: Task) -> Dataset:
     return build_dataset(read_records(path), task, str(path), Path(str(path)).suffix.lower() in TEXT_FORMATS)
+
+
+def read_pins(path: str | Path, label_words: tuple[str, str]) -> dict[str, bool]:
+    """Labels a person gives (--pin): a file in any data format with an `id` and a `label` column (a label word, or
+    true/false, yes/no, 1/0). A `correction` column (the CSV `icm-lite review --out` writes) wins where filled:
+    the person read every row, so a row without a correction confirms its label.
+
+    Example: read_pins("review.csv", ("Yes", "No")) -> {"pair07b": True, ...}
+    """
+    words = {label_words[0].lower(): True, label_words[1].lower(): False, **_TEXT_GOLD}
+    pins: dict[str, bool] = {}
+    for where, r in read_records(path):
+        if "id" not in r or r["id"] is None:
+            raise DataError(f"{where}: a pin needs an 'id'")
+        value = r.get("correction") if r.get("correction") not in (None, "") else r.get("label")
+        if isinstance(value, bool):
+            y = value
+        elif isinstance(value, int) and value in (0, 1):
+            y = bool(value)
+        elif isinstance(value, str) and value.strip().lower() in words:
+            y = words[value.strip().lower()]
+        else:
+            raise DataError(f"{where}: pinned label must be {label_words[0]}/{label_words[1]}, true/false or 1/0, "
+                            f"not {_show(value)}")
+        ex_id = _scalar(r["id"], where, "id")
+        if ex_id in pins and pins[ex_id] != y:
+            raise DataError(f"{where}: id {ex_id!r} is pinned twice, to different labels")
+        pins[ex_id] = y
+    return pins

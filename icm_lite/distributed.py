@@ -146,10 +146,10 @@ class Worker:
                 info["error"] = one_line(e)
         return info
 
-    def label(self, b: int, index: Sequence[int], carried: Sequence):
+    def label(self, b: int, index: Sequence[int], carried: Sequence, pinned: dict | None = None):
         """Yields {"event": ...} now and then while searching, and {"result": ...} (Job.record_batch's) at the end."""
         self.backend.reset_stats()
-        search = batch_search(self.dataset, self.backend, self.search, index, b, carried)
+        search = batch_search(self.dataset, self.backend, self.search, index, b, carried, pinned)
         events, last = [], 0.0
         for ev in search.events():
             record = ev.to_dict()
@@ -273,7 +273,8 @@ class RayExecutor:
                 return
             b = queue.popleft()
             self.dispatched.append(b)
-            gen = actors[k].label.options(num_returns="streaming").remote(b, job.batches[b], job.carried_for(b))
+            gen = actors[k].label.options(num_returns="streaming").remote(b, job.batches[b], job.carried_for(b),
+                                                                          job.pinned)
             waiting[gen] = ("batch", k, b)
 
         def lost(k: int, b: int | None, why: str) -> None:

@@ -171,9 +171,12 @@ def evaluate(run: LabeledRun, backend, test: Dataset | None = None, seed: int = 
         "queries": len(queries), "majority_baseline": majority, "conditions": conditions,
         "demos_shown": len(shown), "largest_context": need,
     }
-    agr = agreement(run.labels, train_gold)
+    pinned = {i for i, src in enumerate(full.sources) if src == "pinned"}
+    agr = agreement(run.labels, train_gold, pinned)  # a person's labels are not the search's to be scored on
     if agr is not None:
         out["label_accuracy"], out["label_accuracy_n"] = agr
+    if pinned:
+        out["pinned"] = len(pinned)
     predicted = [y if s == "prediction" else None for y, s in zip(full.labels, full.sources)]
     out["predicted"] = sum(y is not None for y in predicted)
     agr = agreement(predicted, train_gold)

@@ -35,7 +35,7 @@ from .tasks import Task
 
 FORMATS = ("text", "prompt-completion", "messages", "kto", "preference")
 SPLITS = ("train", "valid", "test")
-SOURCES = ("search", "prediction")  # labels.jsonl "source": labeled by the search / predicted afterwards
+SOURCES = ("search", "prediction", "pinned")  # labels.jsonl "source": searched / predicted / given by a person
 METADATA = "icm_metadata.json"
 
 
@@ -93,7 +93,7 @@ def _read_labels(path: Path, dataset: Dataset) -> tuple[tuple, tuple, tuple]:
             raise RunError(f"{path}:{n} is damaged (expected {{\"id\", \"label\", \"score\"}})") from None
         label, _, source = rows[str(r["id"])]
         if source not in SOURCES and not (source is None and label is None):
-            raise RunError(f"{path}:{n}: unknown source {r['source']!r} (expected 'search' or 'prediction')")
+            raise RunError(f"{path}:{n}: unknown source {r['source']!r} (expected 'search', 'prediction' or 'pinned')")
     ids = [ex.id for ex in dataset.examples]
     missing = [i for i in ids if i not in rows]
     if missing or len(rows) != len(ids):
@@ -103,11 +103,12 @@ def _read_labels(path: Path, dataset: Dataset) -> tuple[tuple, tuple, tuple]:
 
 
 def used_labels(run: LabeledRun, include_predicted: bool) -> tuple[bool | None, ...]:
-    """The labels an export trains on: predicted ones count as unlabeled unless include_predicted.
+    """The labels an export trains on: searched and pinned ones; predicted ones count as unlabeled unless
+    include_predicted.
 
     Example: labels (True, False, None), sources ("search", "prediction", "search") -> (True, None, None)
     """
-    return tuple(y if include_predicted or s == "search" else None for y, s in zip(run.labels, run.sources))
+    return tuple(y if include_predicted or s in ("search", "pinned") else None for y, s in zip(run.labels, run.sources))
 
 
 # --- items: what one unit of training signal is, before it gets a record shape ----------------------

@@ -28,7 +28,7 @@ import threading
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Collection, Sequence
 
 from .backend import STATS, Backend
 from .batches import BatchView, choose_carried, choose_core, plan_batches, units
@@ -82,11 +82,13 @@ def plan_core(dataset: Dataset, backend: Backend, n_ctx: int, batching: Batching
     return [core], 0, [i for i in range(n) if i not in chosen]
 
 
-def agreement(labels: Sequence[bool | None], gold: Sequence[bool | None] | None) -> tuple[float, int] | None:
-    """Fraction of labeled examples (with a gold label) whose ICM label equals gold. Evaluation only."""
+def agreement(labels: Sequence[bool | None], gold: Sequence[bool | None] | None,
+              pinned: Collection[int] = ()) -> tuple[float, int] | None:
+    """Fraction of labeled examples (with a gold label) whose ICM label equals gold, pinned ones left out (a person
+    gave them). Evaluation only."""
     if gold is None:
         return None
-    pairs = [(y, g) for y, g in zip(labels, gold) if y is not None and g is not None]
+    pairs = [(y, g) for i, (y, g) in enumerate(zip(labels, gold)) if y is not None and g is not None and i not in pinned]
     if not pairs:
         return None
     return sum(y == g for y, g in pairs) / len(pairs), len(pairs)
@@ -98,15 +100,17 @@ def batch_seed(seed: int, batch: int) -> int:
 
 
 def batch_search(dataset: Dataset, backend: Backend, config: SearchConfig, index: Sequence[int], batch: int,
-                 carried: Sequence = ()) -> Search:
-    """The search of one batch (the same on the driver and on a worker): local indices, carried demos first."""
+                 carried: Sequence = (), pinned: dict[int, bool] | None = None) -> Search:
+    """The search of one batch (the same on the driver and on a worker): local indices, carried demos first.
+    pinned: labels a person fixed (--pin), by dataset index."""
     examples = [dataset.examples[i] for i in index]
     view = backend
     if carried or list(index) != list(range(len(dataset.examples))):
         view = BatchView(backend, index, carried)
     seed = batch_seed(config.seed, batch)
+    local = {k: pinned[i] for k, i in enumerate(index) if i in pinned} if pinned else None
     return Search(examples, Scorer(view, examples, config.order, seed, config.tail), dataset.task.relation,
-                  replace(config, seed=seed), ranked_seeds=bool(carried))
+                  replace(config, seed=seed), ranked_seeds=bool(carried), pinned=local)
 
 
 def fill(search: Search) -> dict[int, tuple[bool, float]]:
@@ -159,6 +163,8 @@ class Job:
         self.run_dir = run_dir
         self.batches = [list(b) for b in (config.batches or [range(n)])]
         self.rest = list(config.rest or ())  # predicted from the core (batch 0) once it is searched
+        where = {ex.id: i for i, ex in enumerate(dataset.examples)}
+        self.pinned = {where[ex_id]: y for ex_id, y in (config.pins or ())}  # --pin, by dataset index
         if sorted([i for b in self.batches for i in b] + self.rest) != list(range(n)):
             raise RunError("the batches and the rest do not cover every example exactly once")
         self.carry = config.carried if config.carried is not None else config.batching.carry
@@ -178,7 +184,7 @@ class Job:
         return len(self.results) == len(self.batches) and not self.rest_todo()
 
     def rest_todo(self) -> list[int]:
-        return [i for i in self.rest if i not in self.predicted]
+        return [i for i in self.rest if i not in self.predicted and i not in self.pinned]
 
     def pending(self) -> list[int]:
         return [b for b in range(len(self.batches)) if b not in self.results]
@@ -216,7 +222,7 @@ class Job:
     def save(self, sync: bool = True, labels: bool = True) -> None:
         self.run_dir.save_state(self._state(), sync=sync)
         if labels:
-            self.run_dir.write_labels(self.ids, self.labels, self.scores, self.predicted)
+            self.run_dir.write_labels(self.ids, self.labels, self.scores, self.predicted, self.pinned)
 
     def restore(self) -> None:
         """Continue from the run directory's state.json (the job must be built from the saved config)."""
@@ -239,7 +245,7 @@ class Job:
             if cur is not None:
                 b = int(cur["batch"])
                 search = batch_search(self.dataset, self.backend, self.config.search, self.batches[b], b,
-                                      self.carried_for(b))
+                                      self.carried_for(b), self.pinned)
                 search.restore(cur["search"])
                 self.current = (b, search)
             self._stats_base = {k: st["stats"].get(k, 0) for k in STATS}
@@ -248,7 +254,7 @@ class Job:
         except (KeyError, TypeError, ValueError, IndexError) as e:
             raise RunError(f"{f} is damaged or from another version ({type(e).__name__}: {e})") from None
         self.run_dir.truncate_events(events_bytes)
-        self.run_dir.write_labels(self.ids, self.labels, self.scores, self.predicted)  # a kill may have come between
+        self.run_dir.write_labels(self.ids, self.labels, self.scores, self.predicted, self.pinned)  # a kill may have come between
 
     # --- recording what a batch did -------------------------------------------------------------------
     def _event_record(self, b: int, ev: Event) -> dict:
@@ -299,7 +305,7 @@ class Job:
         return Progress(ev, g, None if g is None else self.ids[g], b, len(self.batches), len(idx),
                         len(self.carried_for(b)), self.iterations_done(), self.iterations_max(),
                         len(self.labels), len(labeled), sum(labeled), c.alpha, self.stats(),
-                        agreement(self.labels, self.dataset.gold), budget(c, len(idx)),
+                        agreement(self.labels, self.dataset.gold, self.pinned), budget(c, len(idx)),
                         len(self.rest) - len(self.rest_todo()), len(self.rest))
 
     def run_batch(self, b: int, on_event: Callable[[Progress], None] | None = None,
@@ -307,7 +313,7 @@ class Job:
         """Search batch b here, saving after every event. True when the batch finished, False when stopped."""
         if self.current is None or self.current[0] != b:
             self.current = (b, batch_search(self.dataset, self.backend, self.config.search, self.batches[b], b,
-                                            self.carried_for(b)))
+                                            self.carried_for(b), self.pinned))
         search = self.current[1]
         for ev in search.events(should_stop):
             self._merge(b, search.state.labels, search.state.scores)
@@ -355,8 +361,11 @@ class Job:
         if not todo:
             return True
         core = set(self.batches[0])
+        for i in self.rest:
+            if i in self.pinned:
+                self.labels[i] = self.pinned[i]  # a person's label: shown to the rest like the core's
         demos = [(i, self.labels[i]) for u in units(self.dataset.examples) for i in u
-                 if i in core and self.labels[i] is not None]
+                 if (i in core or i in self.pinned) and self.labels[i] is not None]
         cons = Consistency(self.dataset.examples, self.dataset.task.relation)
         last = self.results[0]
         for chunk in _chunks(self.dataset.examples, todo, REST_CHUNK):
@@ -381,7 +390,7 @@ class Job:
         if self.current is not None and self.current[0] not in self.results:
             b, s = self.current
             rows.append(batch_row(s, b, len(self.batches[b]), len(self.carried_for(b))))
-        labeled = [y for y in self.labels if y is not None]
+        labeled = [y for i, y in enumerate(self.labels) if y is not None and i not in self.pinned]
         mean = (lambda key: sum(r[key] for r in rows) / len(rows)) if rows else (lambda key: 0.0)
         stats = self.stats()
         out = {
@@ -397,12 +406,14 @@ class Job:
             out["per_batch"] = rows
         if self.rest:
             out["core"], out["rest"] = len(self.batches[0]), len(self.rest)
+        if self.pinned:
+            out["pinned"] = len(self.pinned)
         return out
 
     def evaluate(self) -> dict:
         """Agreement with gold and the zero-shot baseline on the searched examples (evaluation only; needs gold)."""
         gold = self.dataset.gold
-        agr = agreement(self.labels, gold)
+        agr = agreement(self.labels, gold, self.pinned)
         if agr is None:
             return {}
         out = {"agreement": agr[0], "agreement_n": agr[1]}
@@ -410,7 +421,7 @@ class Job:
         for i, (y, _) in self.predicted.items():
             filled[i] = y
         if self.predicted:
-            out["agreement_with_predicted"], out["agreement_with_predicted_n"] = agreement(filled, gold)
+            out["agreement_with_predicted"], out["agreement_with_predicted_n"] = agreement(filled, gold, self.pinned)
             only = agreement([filled[i] if i in self.predicted else None for i in range(len(filled))], gold)
             if only is not None:
                 out["agreement_predicted"], out["agreement_predicted_n"] = only
@@ -430,6 +441,10 @@ def start(config: RunConfig, out: str | Path, *, force: bool = False, backend: B
     RunDir.check_new(out, force)  # before the model loads, not after
     data = absolute(config.data)
     dataset = load_dataset(data, config.task)
+    known = {ex.id for ex in dataset.examples}
+    unknown = [i for i, _ in (config.pins or ()) if i not in known]
+    if unknown:
+        raise RunError(f"--pin names {len(unknown)} id(s) that are not in {data}: {', '.join(map(repr, unknown[:5]))}")
     ref = resolve_model(config.model)
     config = replace(config, data=str(data), data_sha256=file_sha256(data), model_name=ref.name, model_path=str(ref.path))
     if backend is None:

@@ -4,8 +4,8 @@
     state.json     the search snapshot (labels, scores, iteration, temperature inputs, RNG state)
     events.jsonl   append-only log, one search event per line (example = index in the data file, batch = 0-based)
     labels.jsonl   one line per input example: id, label, log-odds score, source ("search": labeled by the ICM
-                   search; "prediction": left unlabeled by the search, then predicted from its labels; null:
-                   not labeled yet)
+                   search; "prediction": left unlabeled by the search, or outside its core, then predicted from its
+                   labels; "pinned": given by a person with --pin; null: not labeled yet)
     summary.json   the final numbers
     .lock          held by the process that labels this directory (its pid inside), so no second one can
 
@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
+from typing import Collection
 
 try:
     import fcntl
@@ -188,13 +189,15 @@ class RunDir:
                 break  # a line cut by a crash ends the log
         return out
 
-    def write_labels(self, ids, labels, scores: dict[int, float], predicted: dict | None = None) -> None:
-        """labels: searched labels (None = not labeled by the search); predicted: {index: (label, score)}."""
+    def write_labels(self, ids, labels, scores: dict[int, float], predicted: dict | None = None,
+                     pinned: Collection[int] = ()) -> None:
+        """labels: searched labels (None = not labeled by the search); predicted: {index: (label, score)};
+        pinned: indices whose label a person gave (--pin)."""
         predicted = predicted or {}
         rows = []
         for i, (ex_id, y) in enumerate(zip(ids, labels)):
             if y is not None:
-                row = {"id": ex_id, "label": y, "score": scores.get(i), "source": "search"}
+                row = {"id": ex_id, "label": y, "score": scores.get(i), "source": "pinned" if i in pinned else "search"}
             elif i in predicted:
                 row = {"id": ex_id, "label": predicted[i][0], "score": predicted[i][1], "source": "prediction"}
             else:

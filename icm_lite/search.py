@@ -234,11 +234,14 @@ class SearchState:
 
 class Search:
     def __init__(self, examples: Sequence[Example], scorer: Scorer, relation: str, config: SearchConfig, *,
-                 ranked_seeds: bool = False):
+                 ranked_seeds: bool = False, pinned: dict[int, bool] | None = None):
         """ranked_seeds: label the K seeds by rank of their predicted log-odds (top half True) instead of at
         random; for a scorer whose contexts start with fixed demonstrations (later batches), so the seeds
-        follow the polarity those demonstrations set. Still half True, half False."""
+        follow the polarity those demonstrations set. Still half True, half False. pinned: labels a person
+        fixed (--pin): labeled from the start, counted in U like any label, never proposed, never changed by
+        ConsistencyFix or the bootstrap passes."""
         self.examples = examples
+        self.pinned = dict(pinned or {})
         self.scorer = scorer
         self.config = config
         self.ranked_seeds = ranked_seeds
@@ -332,6 +335,12 @@ class Search:
         digest = hashlib.blake2b(f"{self.config.seed}|{tag}|{code}".encode(), digest_size=8).digest()
         return random.Random(int.from_bytes(digest, "big"))
 
+    def _options(self, i: int, j: int, both_false: bool = True) -> list[tuple[bool, bool]]:
+        """The pair's consistent options that keep its pinned labels."""
+        pins = self.pinned
+        return [o for o in self.cons.options(i, j, both_false)
+                if pins.get(i, o[0]) == o[0] and pins.get(j, o[1]) == o[1]]
+
     def _with(self, labels: tuple, i: int, j: int, option: tuple[bool, bool]) -> tuple:
         lab = list(labels)
         lab[i], lab[j] = option
@@ -352,7 +361,10 @@ class Search:
             rng.shuffle(pairs)
             taken = None
             for i, j in pairs:
-                opts = self._evaluate([self._with(labels, i, j, o) for o in self.cons.options(i, j, both_false=False)])
+                options = self._options(i, j, both_false=False)
+                if not options:
+                    continue
+                opts = self._evaluate([self._with(labels, i, j, o) for o in options])
                 best = max(opts, key=lambda e: e.U)  # the first of equals, as np.argmax
                 if cur is None or best.U >= cur.U:
                     taken = best
@@ -371,7 +383,11 @@ class Search:
             if not bad:
                 break
             i, j = bad[rng.randrange(len(bad))]
-            opts = [self._with(labels, i, j, o) for o in self.cons.options(i, j)]
+            options = self._options(i, j)
+            if not options:
+                tried.add((i, j))
+                continue
+            opts = [self._with(labels, i, j, o) for o in options]
             evals = self._evaluate(([labels] if cur is None else []) + opts)  # the first round scores D^ too
             if cur is None:
                 cur, evals = evals[0], evals[1:]
@@ -405,11 +421,12 @@ class Search:
         st.estimated = ev.estimated
 
     def _seed_examples(self, k: int) -> list[int]:
-        n = len(self.examples)
+        free = [i for i in range(len(self.examples)) if i not in self.pinned]
         if self.config.seeds == "examples":
-            return self.rng.sample(range(n), k)
+            return self.rng.sample(free, min(k, len(free)))
         units: dict = {}
-        for i, ex in enumerate(self.examples):
+        for i in free:
+            ex = self.examples[i]
             units.setdefault(ex.group if ex.group is not None else ("solo", i), []).append(i)
         order = list(units.values())
         self.rng.shuffle(order)
@@ -420,6 +437,7 @@ class Search:
         n = len(self.examples)
         k = min(self.config.init_k, n)
         chosen = self._seed_examples(k)
+        k = len(chosen)
         seeds = [True] * (k // 2) + [False] * (k - k // 2)
         if self.ranked_seeds:
             odds = self.scorer.predict_many(chosen, [None] * n)
@@ -428,6 +446,8 @@ class Search:
             self.rng.shuffle(seeds)
         labels: list = [None] * n
         for i, y in zip(chosen, seeds):
+            labels[i] = y
+        for i, y in self.pinned.items():
             labels[i] = y
         ev, fixes = self.fix(tuple(labels), self._fix_rng(tuple(labels), "seed"), forced=False)
         self._adopt(ev)
@@ -445,7 +465,7 @@ class Search:
         st = self.state
         if st.passes == 0:
             st.labels = self._zero_shot_start()
-        p = one_pass(self.scorer, self.cons, st.labels, loo=True)
+        p = one_pass(self.scorer, self.cons, st.labels, loo=True, fixed=self.pinned)
         st.passes += 1
         self._remember(tuple(p.scored), p.loo)
         if p.changed and st.passes < self.config.passes:
@@ -456,7 +476,7 @@ class Search:
             return replace(self.start(), passes=st.passes, changed=p.changed)
         # the global flip: every label negated where the constraints allow it; under contradiction, the consistent
         # labeling the negated log-odds decode to (a negated one-True group would have several True)
-        flipped = self.cons.decode({i: -s for i, s in p.held_out.items()})
+        flipped = self.cons.decode({i: -s for i, s in p.held_out.items()}, self.pinned)
         found, flip = self._evaluate([tuple(p.labels), tuple(flipped[i] for i in range(len(p.labels)))])
         keep = flip if flip.U > found.U else found
         self._adopt(keep)
@@ -472,7 +492,7 @@ class Search:
         n = len(self.examples)
         zero = self.scorer.predict_many(range(n), [None] * n)
         mid = statistics.median(zero.values())
-        decoded = self.cons.decode({i: s - mid for i, s in zero.items()})
+        decoded = self.cons.decode({i: s - mid for i, s in zero.items()}, self.pinned)
         return [decoded[i] for i in range(n)]
 
     def _remember(self, labels: tuple, scores: dict[int, float]) -> None:
@@ -484,8 +504,8 @@ class Search:
     def _sample(self) -> int:
         labels = self.state.labels
         grouped = {g for g, m in self._members.items() if any(labels[i] is not None for i in m)}
-        weights = [self.config.priority if y is None and ex.group in grouped else 1.0
-                   for y, ex in zip(labels, self.examples)]
+        weights = [0.0 if i in self.pinned else self.config.priority if y is None and ex.group in grouped else 1.0
+                   for i, (y, ex) in enumerate(zip(labels, self.examples))]
         return self.rng.choices(range(len(labels)), weights=weights)[0]
 
     def predict(self, x: int) -> float:
@@ -514,7 +534,7 @@ class Search:
             self._held = (key, self.scorer.held_out(st.labels))
         held = self._held[1]
         group = self._members.get(self.examples[x].group, [x]) if self.examples[x].group is not None else [x]
-        return 1.0 if self.cons.decode({i: held[i] for i in group})[x] else -1.0
+        return 1.0 if self.cons.decode({i: held[i] for i in group}, self.pinned)[x] else -1.0
 
     def step(self) -> Event:
         st = self.state
@@ -576,7 +596,8 @@ class Search:
         patience = c.patience_for(len(self.examples), st.warm)
         if st.stopped is None and patience and st.quiet >= patience and st.iteration > 0:
             st.stopped = "patience"
-        return st.stopped is not None or st.iteration >= budget(c, len(self.examples))
+        return (st.stopped is not None or st.iteration >= budget(c, len(self.examples))
+                or len(self.pinned) == len(self.examples))  # every label pinned: nothing to propose
 
     def events(self, should_stop: Callable[[], bool] | None = None) -> Iterator[Event]:
         """The search as a stream of events: seed (when fresh), one per step, done at the end. Stops quietly,

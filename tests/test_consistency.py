@@ -79,3 +79,10 @@ def test_decode_leaves_ungrouped_and_unscored_examples_alone():
     c = Consistency([ex("g", "a"), ex("g", "b"), Example("solo", "p", None, None)], "asymmetry")
     assert c.decode({2: -0.1}) == {2: False}
     assert c.decode({0: 0.2, 2: 0.1}) == {0: True, 2: True}  # a lone scored member of a group: its own sign
+
+
+def test_decode_keeps_fixed_labels_and_decodes_the_rest_of_the_group_around_them():
+    pair = Consistency([ex("p", "a"), ex("p", "b"), Example("solo", "p", None, None)], "asymmetry")
+    assert pair.decode({0: 2.0, 1: -1.0, 2: 1.0}, fixed={0: False, 2: False}) == {0: False, 1: True, 2: False}
+    c = Consistency([ex("g", "12"), ex("g", "15"), ex("g", "12")], "contradiction")
+    assert c.decode({0: 3.0, 1: 0.5, 2: 3.0}, fixed={1: True}) == {0: False, 1: True, 2: False}
