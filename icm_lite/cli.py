@@ -298,8 +298,14 @@ def models_pull(name):
 @click.option("--check", is_flag=True,
               help="Then load the files with Hugging Face `datasets` and print the columns TRL will see (needs datasets).")
 @click.option("--force", is_flag=True, help="Replace an earlier export in --out.")
-def export(run_dir, fmt, openai_dpo, out, valid_fraction, test_fraction, seed, include_predicted, data, check, force):
-    """Write RUN_DIR's ICM labels as fine-tuning JSONL (unlabeled examples and predicted labels are left out).
+@click.option("--push-to-hub", "repo", default=None, metavar="OWNER/NAME",
+              help="Then upload the export folder (records, icm_metadata.json, README.md card) as a Hugging Face dataset "
+                   "repository, in one commit. Needs a token (hf auth login or HF_TOKEN); HF_ENDPOINT for a mirror.")
+@click.option("--private", is_flag=True, help="With --push-to-hub: create the repository private.")
+def export(run_dir, fmt, openai_dpo, out, valid_fraction, test_fraction, seed, include_predicted, data, check, force,
+           repo, private):
+    """Write RUN_DIR's ICM labels as fine-tuning JSONL (unlabeled examples and predicted labels are left out) and a
+    dataset card (README.md).
 
     Example: icm-lite export runs/demo --format prompt-completion --out ft/ --check
     """
@@ -307,13 +313,24 @@ def export(run_dir, fmt, openai_dpo, out, valid_fraction, test_fraction, seed, i
 
     if check:
         need_datasets()  # before writing anything
+    if private and not repo:
+        raise UserError("--private goes with --push-to-hub OWNER/NAME")
+    if repo:
+        from .hub import check_push
+
+        check_push(repo)  # offline, no token, no route, a refused token: one line, before anything is written
     got = export_run(load_run(run_dir, data), out, fmt, openai_dpo=openai_dpo, include_predicted=include_predicted,
                      valid_fraction=valid_fraction, test_fraction=test_fraction, seed=seed, force=force)
     files = ", ".join(f"{s}.jsonl {n}" for s, n in got["records"].items())
     left = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in got["left_out"].items())
-    click.echo(f"{got['format']} records in {out}: {files} (left out: {left}; metadata in icm_metadata.json)")
+    click.echo(f"{got['format']} records in {out}: {files} (left out: {left}; metadata in icm_metadata.json, "
+               "dataset card in README.md)")
     for line in check_lines(check_export(out)) if check else ():
         click.echo(line)
+    if repo:
+        from .hub import push_folder
+
+        click.echo(f"pushed to {push_folder(out, repo, private)}")
 
 
 @main.command("review")

@@ -37,6 +37,7 @@ FORMATS = ("text", "prompt-completion", "messages", "kto", "preference")
 SPLITS = ("train", "valid", "test")
 SOURCES = ("search", "prediction", "pinned")  # labels.jsonl "source": searched / predicted / given by a person
 METADATA = "icm_metadata.json"
+CARD = "README.md"  # the dataset card (the Hugging Face Hub shows it)
 
 
 @dataclass(frozen=True)
@@ -234,7 +235,7 @@ def _check_options(task: Task, fmt: str, openai_dpo: bool) -> None:
 
 def _prepare_out(out: Path, force: bool) -> list[str]:
     """Create `out`; the names of an earlier export's files in it (refused without force)."""
-    names = [f"{s}.jsonl" for s in SPLITS] + [METADATA]
+    names = [f"{s}.jsonl" for s in SPLITS] + [METADATA, CARD]
     if out.exists() and not out.is_dir():
         raise UserError(f"{out} exists and is not a directory")
     present = [n for n in names if (out / n).exists()]
@@ -309,7 +310,41 @@ def export_run(run: LabeledRun, out: str | Path, fmt: str, *, openai_dpo: bool =
         "config": run.config, "summary": run.summary,
     }
     write_atomic(out / METADATA, orjson.dumps(sidecar, option=orjson.OPT_INDENT_2))
+    write_atomic(out / CARD, dataset_card(run, sidecar).encode("utf-8"))
     return {"out": str(out), "format": sidecar["format"], "records": counts, "left_out": left_out}
+
+
+def dataset_card(run: LabeledRun, sidecar: dict) -> str:
+    """README.md for the export folder, as the Hugging Face Hub reads a dataset card: its splits in the YAML header,
+    then where the labels come from (model, settings, how many searched, predicted and pinned, balance), agreement
+    with gold when the run measured it, and the source data's license to fill in."""
+    cfg, summary = run.config or {}, run.summary or {}
+    search, batching = cfg.get("search") or {}, cfg.get("batching") or {}
+    names = {"train": "train", "valid": "validation", "test": "test"}
+    files = "".join(f"  - split: {names[s]}\n    path: {s}.jsonl\n" for s in sidecar["records"])
+    sources = [src for y, src in zip(run.labels, run.sources) if y is not None]
+    ys = [y for y in run.labels if y is not None]
+    settings = ", ".join(f"{k} {search[k]}" for k in ("init", "alpha", "t0", "order", "objective", "seed") if k in search)
+    if "core" in batching:
+        settings += f", core {batching['core']}"
+    gold = (f"{summary['agreement']:.1%} of {summary['agreement_n']} searched labels (evaluation only: the search "
+            "never read them)" if summary.get("agreement") is not None else "not measured (the data has no gold labels)")
+    rows = [("model", f"{cfg.get('model') or '?'} (a pre-trained model; raw prompts, no chat template)"),
+            ("settings", settings or "?"), ("format", sidecar["format"]),
+            ("records", ", ".join(f"{s}.jsonl {n}" for s, n in sidecar["records"].items())),
+            ("labels", f"{sources.count('search')} searched, {sources.count('prediction')} predicted from them, "
+                       f"{sources.count('pinned')} pinned by a person; {sum(ys)} True / {len(ys) - sum(ys)} False"),
+            ("left out", ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in sidecar["left_out"].items())),
+            ("agreement with gold", gold)]
+    table = "".join(f"| {k} | {v} |\n" for k, v in rows)
+    return (f"---\nlicense: other\ntags:\n- icm\n- unsupervised-labels\nconfigs:\n- config_name: default\n"
+            f"  data_files:\n{files}---\n\n# {run.dataset.task.name}: labels by icm_lite\n\n"
+            "Labels found without supervision by Internal Coherence Maximization (Wen et al. 2025, \"Unsupervised "
+            "Elicitation of Language Models\") with icm_lite: the labels that a pre-trained model finds most mutually "
+            "predictable and logically consistent. Where icm_lite differs from the authors' code, and why: "
+            "icm_lite's docs/faithfulness.md.\n\n| | |\n|---|---|\n" + table +
+            f"\nThe records hold text from `{Path(str(cfg.get('data', '?'))).name}`: its license applies to this "
+            "dataset. Set `license:` above to it before you publish.\n")
 
 
 # --- the optional check: what `datasets.load_dataset("json", ...)` and TRL make of an export -------------

