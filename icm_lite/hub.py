@@ -23,7 +23,13 @@ REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-
 
 
 def offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+    """HF_HUB_OFFLINE as the environment says now. huggingface_hub reads it once, at import; a process whose
+    environment changed since (a test, a long-lived caller) gets the library's switch set to match."""
+    value = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+    from huggingface_hub import constants
+
+    constants.HF_HUB_OFFLINE = value
+    return value
 
 
 def cache_dir() -> str | None:
@@ -103,6 +109,7 @@ def push_folder(folder: str | Path, repo_id: str, private: bool = False) -> str:
     from huggingface_hub import HfApi
 
     api = HfApi(endpoint=endpoint())
+    offline()  # the library's switch as the environment says
     try:
         api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
         api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type="dataset",
