@@ -70,3 +70,12 @@ def job_for(dataset, backend, search, run_dir, batches=None, carried=8):
     config = RunConfig(data=dataset.source, task=dataset.task, search=search,
                        batches=None if batches is None else tuple(tuple(b) for b in batches), carried=carried)
     return Job(config, dataset, backend, run_dir)
+
+
+@pytest.fixture(scope="session")
+def gguf_stub(tmp_path_factory):
+    """A small synthetic GGUF file for `--model` where the fake backend stands in for llama.cpp (fake_model.py):
+    `--model` checks its header, nothing reads its weights. Tests that use it need no model file."""
+    from test_errors_models import gguf_file
+
+    return gguf_file(tmp_path_factory.mktemp("gguf"), "stub.gguf")

@@ -32,6 +32,15 @@ def _fake_model(monkeypatch):
     use_fake_model(monkeypatch)
 
 
+@pytest.fixture(scope="session")
+def smollm2_path(tmp_path_factory):
+    """A small synthetic GGUF file in place of SmolLM2's: the fake backend never reads it, `--model` only checks its
+    header. So these tests need no model file (pytest -m "not model")."""
+    from test_errors_models import gguf_file
+
+    return gguf_file(tmp_path_factory.mktemp("gguf"), "model.gguf")
+
+
 ICM = Path(sys.executable).with_name("icm-lite")
 FAKE_CLI = Path(__file__).with_name("fake_model.py")
 QUESTIONS = ["Is the sky blue?", "Is fire cold?", "Do fish swim?", "Is ice hot?", "Do birds fly?"]
