@@ -113,7 +113,32 @@ def section_options(*classes, inherit: bool = False):
     return deco
 
 
-@main.command()
+class _Grouped(click.Command):
+    """`label --help` in sections: what most runs set first, the research knobs last."""
+
+    SECTIONS = (
+        ("Data", ("task", "fields", "pin", "core", "batch_size", "carry")),
+        ("Model", ("model", "n_ctx", "n_gpu_layers", "n_threads", "n_batch", "flash_attn", "kv_type", "fan")),
+        ("Search", ("init", "passes", "iterations", "patience", "alpha", "t0", "seed")),
+        ("Run directory and output", ("out", "resume", "force", "plain", "as_json")),
+        ("Scale out (Ray, with --core all)", ("workers", "ray_address", "canary_tolerance")),
+        ("Research knobs (the authors' variants and measurements)", ()),
+    )
+
+    def format_options(self, ctx, formatter):
+        rows: dict[str, list] = {title: [] for title, _ in self.SECTIONS}
+        where = {name: title for title, names in self.SECTIONS for name in names}
+        for p in self.get_params(ctx):
+            rec = p.get_help_record(ctx)
+            if rec is not None:
+                rows[where.get(p.name, self.SECTIONS[-1][0])].append(rec)
+        for title, recs in rows.items():
+            if recs:
+                with formatter.section(title):
+                    formatter.write_dl(recs)
+
+
+@main.command(cls=_Grouped)
 @click.argument("data", required=False)
 @click.option("--task", "-t", default="claim", show_default=True, help="claim | math | comparison | path to a task .json file.")
 @click.option("--field", "fields", multiple=True, metavar="NAME=COLUMN",
