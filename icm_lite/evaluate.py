@@ -30,7 +30,7 @@ from .data import Dataset
 from .errors import DataError, RunError
 from .export import LabeledRun, used_labels
 from .plan import Node
-from .run import agreement, batch_seed
+from .run import agreement, batch_scorer
 from .scoring import Scorer
 from .tasks import Example
 
@@ -209,10 +209,9 @@ def u_gap(run: LabeledRun, backend) -> dict:
     longer or hotter search would help), "model prefers other labels" when ICM scores higher (the objective
     itself is off: a better model or constraints would help), "equal" within 0.1 of U.
     """
-    from .batches import BatchView
     from .consistency import Consistency
     from .rundir import RunDir
-    from .scoring import Scorer, predictability
+    from .scoring import predictability, utility
 
     cfg = _search_config(run)
     gold = run.dataset.gold
@@ -227,9 +226,7 @@ def u_gap(run: LabeledRun, backend) -> dict:
             check_context(backend, [i for i, _ in carried] * (b > 0) + list(idx), idx)
         except DataError:
             return {"skipped": f"batch {b + 1} does not fit n_ctx={backend.n_ctx} (--n-ctx)"}
-        local = [run.dataset.examples[i] for i in idx]
-        view = BatchView(backend, idx, carried if b > 0 else ())
-        scorer = Scorer(view, local, cfg.order, batch_seed(cfg.seed, b), cfg.tail)  # the batch's layout, as its search had it
+        local, scorer = batch_scorer(run.dataset, backend, cfg, idx, b, carried if b > 0 else ())  # as its search had it
         cons = Consistency(local, run.dataset.task.relation)
         icm = [searched[i] for i in idx]
         labelings = {"icm": icm, "gold_same": [gold[i] if y is not None else None for i, y in zip(idx, icm)],
@@ -237,7 +234,7 @@ def u_gap(run: LabeledRun, backend) -> dict:
         names = [k for k, lab in labelings.items() if any(y is not None for y in lab)]
         for name, scores in zip(names, scorer.scores([labelings[k] for k in names])):
             lab = labelings[name]
-            kinds[name].append(cfg.alpha * predictability(scores, lab, cfg.objective) - cons.count(lab))
+            kinds[name].append(utility(predictability(scores, lab, cfg.objective), cons.count(lab), cfg.alpha))
     out = {k: (sum(v) / len(v) if v else None) for k, v in kinds.items()}
     out["alpha"], out["objective"], out["order"] = cfg.alpha, cfg.objective, cfg.order
     diff = out["gold_same"] - out["icm"] if out["gold_same"] is not None and out["icm"] is not None else 0.0

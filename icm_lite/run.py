@@ -99,18 +99,25 @@ def batch_seed(seed: int, batch: int) -> int:
     return seed + batch * 1_000_003
 
 
-def batch_search(dataset: Dataset, backend: Backend, config: SearchConfig, index: Sequence[int], batch: int,
-                 carried: Sequence = (), pinned: dict[int, bool] | None = None) -> Search:
-    """The search of one batch (the same on the driver and on a worker): local indices, carried demos first.
-    pinned: labels a person fixed (--pin), by dataset index."""
+def batch_scorer(dataset: Dataset, backend: Backend, config: SearchConfig, index: Sequence[int], batch: int,
+                 carried: Sequence = ()) -> tuple[list, Scorer]:
+    """One batch's examples and scorer: local indices 0..m-1, carried demonstrations first, the batch's layout
+    (its seed and the run's --order and --tail). The one way a batch is scored: its search, and eval's U gap."""
     examples = [dataset.examples[i] for i in index]
     view = backend
     if carried or list(index) != list(range(len(dataset.examples))):
         view = BatchView(backend, index, carried)
-    seed = batch_seed(config.seed, batch)
+    return examples, Scorer(view, examples, config.order, batch_seed(config.seed, batch), config.tail)
+
+
+def batch_search(dataset: Dataset, backend: Backend, config: SearchConfig, index: Sequence[int], batch: int,
+                 carried: Sequence = (), pinned: dict[int, bool] | None = None) -> Search:
+    """The search of one batch (the same on the driver and on a worker): local indices, carried demos first.
+    pinned: labels a person fixed (--pin), by dataset index."""
+    examples, scorer = batch_scorer(dataset, backend, config, index, batch, carried)
     local = {k: pinned[i] for k, i in enumerate(index) if i in pinned} if pinned else None
-    return Search(examples, Scorer(view, examples, config.order, seed, config.tail), dataset.task.relation,
-                  replace(config, seed=seed), ranked_seeds=bool(carried), pinned=local)
+    return Search(examples, scorer, dataset.task.relation, replace(config, seed=batch_seed(config.seed, batch)),
+                  ranked_seeds=bool(carried), pinned=local)
 
 
 def fill(search: Search) -> dict[int, tuple[bool, float]]:

@@ -20,20 +20,15 @@ Example: Scorer(backend, examples).loo([True, None, False]) -> {0: s0, 2: s2}
 from __future__ import annotations
 
 import math
-from typing import Hashable, Iterable, Protocol, Sequence
+from typing import Hashable, Iterable, Sequence
 
+from .backend import Backend
 from .plan import LAYOUT, TAIL, Item, Node, build
 from .plan import layout as make_layout
 from .tasks import Example
 
 OBJECTIVES = ("code", "paper")
 Labels = Sequence[bool | None]
-
-
-class Backend(Protocol):
-    tokens_evaluated: int
-
-    def run(self, root: Node) -> dict[Hashable, float]: ...
 
 
 def term(s: float, y: bool, objective: str = "code") -> float:
@@ -55,6 +50,14 @@ def aggregate(total: float, n: int, objective: str = "code") -> float:
 
 def predictability(scores: dict[int, float], labels: Labels, objective: str = "code") -> float:
     return aggregate(sum(term(s, labels[i], objective) for i, s in scores.items()), len(scores), objective)
+
+
+def utility(p: float, inconsistent: int, alpha: float) -> float:
+    """ICM's objective U = alpha * P - I, written once.
+
+    Example: utility(0.5, 1, 30.0) -> 14.0
+    """
+    return alpha * p - inconsistent
 
 
 def predict_after(backend: Backend, demos: Sequence[Item], xs: Iterable[int]) -> dict[int, float]:
@@ -83,6 +86,11 @@ class Scorer:
         for i in self.order:
             units.setdefault(self.rank[i][0], []).append(i)
         self.layout = make_layout(layout, self.order, seed, tail, list(units.values())) if examples else None
+
+    @property
+    def tokens(self) -> int:
+        """Tokens the backend has evaluated (what the search's events report)."""
+        return self.backend.tokens_evaluated
 
     def group_of(self, i: int) -> Hashable:
         return self.examples[i].group

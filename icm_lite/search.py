@@ -55,7 +55,7 @@ from .consistency import Consistency
 from .options import opt
 from .plan import LAYOUT, LAYOUTS, TAIL
 from .estimate import Block, horvitz_thompson
-from .scoring import OBJECTIVES, Scorer, aggregate, predictability, term
+from .scoring import OBJECTIVES, Scorer, aggregate, predictability, term, utility
 from .tasks import Example
 
 SCHEDULES = ("log", "exp")
@@ -267,7 +267,7 @@ class Search:
         for lab, scores in zip(todo, self.scorer.scores(todo)):
             p = predictability(scores, lab, self.config.objective)
             inc = self.cons.count(lab)
-            self._memo[lab] = _Eval(lab, scores, p, inc, self.config.alpha * p - inc)
+            self._memo[lab] = _Eval(lab, scores, p, inc, utility(p, inc, self.config.alpha))
         out = []
         for lab in labelings:
             self._memo.move_to_end(lab)
@@ -320,7 +320,7 @@ class Search:
             p = aggregate(total + own + rest, n, c.objective)
             scale = (c.alpha / n) ** 2 if c.objective == "code" and n else c.alpha ** 2
             inc = self.cons.count(lab)
-            out.append(_Eval(lab, {**st.scores, **new}, p, inc, c.alpha * p - inc, var * scale, estimated=True))
+            out.append(_Eval(lab, {**st.scores, **new}, p, inc, utility(p, inc, c.alpha), var * scale, estimated=True))
         return out
 
     def _exact_state(self) -> None:
@@ -404,7 +404,7 @@ class Search:
         st = self.state
         labeled = [y for y in st.labels if y is not None]
         return Event(kind, st.iteration, self.temperature(), st.U, st.P, st.I, len(labeled), sum(labeled),
-                     tokens=self.scorer.backend.tokens_evaluated, **kw)
+                     tokens=self.scorer.tokens, **kw)
 
     def temperature(self) -> float:
         """The annealing's temperature now (during the bootstrap passes: the warm one it would start at)."""
@@ -499,7 +499,7 @@ class Search:
         """U of a labeling whose leave-one-out scores were computed elsewhere (a bootstrap pass), into the memo."""
         p = predictability(scores, labels, self.config.objective)
         inc = self.cons.count(labels)
-        self._memo[labels] = _Eval(labels, dict(scores), p, inc, self.config.alpha * p - inc)
+        self._memo[labels] = _Eval(labels, dict(scores), p, inc, utility(p, inc, self.config.alpha))
 
     def _sample(self) -> int:
         labels = self.state.labels
