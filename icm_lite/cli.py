@@ -170,15 +170,10 @@ def label(ctx, data, task, fields, model, pin, out, resume, force, plain, as_jso
     """
     from click.core import ParameterSource
 
-    from . import run
-    from .config import SECTIONS, RunConfig
-    from .tasks import Task
-    from .ui import make_ui
+    from .distributed import RayExecutor
 
     def say(msg: str) -> None:
         click.echo(msg, err=True)
-
-    from .distributed import RayExecutor
 
     executor = RayExecutor.from_options(RayOptions(**{f.name: options.pop(f.name) for f in cli_fields(RayOptions)}),
                                         announce=say)  # before the model loads: a missing Ray is one line at once
@@ -193,30 +188,58 @@ def label(ctx, data, task, fields, model, pin, out, resume, force, plain, as_jso
             asked["task"] = _task(task, fields)
         if "model" in given:
             asked["model"] = model
-        job = run.resume(resume, asked, data=data, announce=say)
-        out = resume
-        say(f"{out} is already finished" if job.done else
-            f"resuming {out}: {len(job.results)} of {len(job.batches)} batches done, {job.iterations_done()} iterations")
+        job, out = _resumed(resume, asked, data, say), resume
     else:
         if data is None:
             raise click.UsageError("missing argument DATA (or --resume RUN_DIR)")
         if out is None:
             raise click.UsageError("missing option --out RUN_DIR")
-        sections = {name: cls(**{f.name: options[f.name] for f in cli_fields(cls)}) for name, cls in SECTIONS.items()}
-        the_task = _task(task, fields)
-        pins = None
-        if pin:
-            from .data import read_pins
+        job = _started(data, _task(task, fields), model, pin, out, force, options, say)
+    summary = _run_job(job, out, plain, executor)
+    if as_json:
+        click.echo(orjson.dumps(summary).decode())
+        return
+    _print_summary(summary, out)
 
-            pins = tuple(sorted(read_pins(pin, the_task.label_words).items()))
-        job = run.start(RunConfig(data=data, task=the_task, model=model, pins=pins, **sections), out, force=force,
-                        announce=say)
-        sizes = sorted(len(b) for b in job.batches)
-        split = ("one batch" if len(job.batches) == 1 else
-                 f"{len(job.batches)} batches of {sizes[0]}–{sizes[-1]} (each after the first starts with up to "
-                 f"{job.carry} carried demonstrations)")
-        say(f"{len(job.dataset)} examples in {split}, n_ctx {job.config.model_options.n_ctx}; "
-            f"up to {job.iterations_max()} iterations in all")
+
+def _resumed(path: str, asked: dict, data: str | None, say):
+    from . import run
+
+    job = run.resume(path, asked, data=data, announce=say)
+    say(f"{path} is already finished" if job.done else
+        f"resuming {path}: {len(job.results)} of {len(job.batches)} batches done, {job.iterations_done()} iterations")
+    return job
+
+
+def _started(data: str, task, model: str | None, pin: str | None, out: str, force: bool, options: dict, say):
+    """A new run from the command line's options (each section's fields by name), with its plan announced."""
+    from . import run
+    from .config import SECTIONS, RunConfig
+
+    sections = {name: cls(**{f.name: options[f.name] for f in cli_fields(cls)}) for name, cls in SECTIONS.items()}
+    pins = None
+    if pin:
+        from .data import read_pins
+
+        pins = tuple(sorted(read_pins(pin, task.label_words).items()))
+    job = run.start(RunConfig(data=data, task=task, model=model, pins=pins, **sections), out, force=force, announce=say)
+    sizes = sorted(len(b) for b in job.batches)
+    split = ("one batch" if len(job.batches) == 1 else
+             f"{len(job.batches)} batches of {sizes[0]}–{sizes[-1]} (each after the first starts with up to "
+             f"{job.carry} carried demonstrations)")
+    if job.rest:
+        split = (f"a core of {sizes[0]} searched in one context, the other {len(job.rest)} predicted from its labels "
+                 "(--core)")
+    say(f"{len(job.dataset)} examples: {split}, n_ctx {job.config.model_options.n_ctx}; "
+        f"up to {job.iterations_max()} iterations in all")
+    return job
+
+
+def _run_job(job, out: str, plain: bool, executor) -> dict:
+    """Run the job under the dashboard (or plain lines) until done or stopped by a signal (then Interrupted)."""
+    from . import run
+    from .ui import make_ui
+
     cfg = job.config
     ui = make_ui(plain, f"icm-lite label · {cfg.model_name} · {Path(cfg.data).name} → {out}")
     summary = None
@@ -227,10 +250,7 @@ def label(ctx, data, task, fields, model, pin, out, resume, force, plain, as_jso
         at = f" after iteration {summary['iterations']}/{summary['iterations_max']}" if summary else ""
         raise Interrupted(f"stopped by {signal.Signals(signals.signum).name}{at}; the last accepted state is saved in "
                           f"{out} (continue with: icm-lite label --resume {out})", signals.signum)
-    if as_json:
-        click.echo(orjson.dumps(summary).decode())
-        return
-    _print_summary(summary, out)
+    return summary
 
 
 def _task(spec: str, fields: tuple[str, ...]):

@@ -122,28 +122,55 @@ def evaluate(run: LabeledRun, backend, test: Dataset | None = None, seed: int = 
     """
     full = run
     run = replace(run, labels=used_labels(run, False))
-    t0 = time.perf_counter()
-    tokens0 = backend.tokens_evaluated
-    train_gold = run.dataset.gold
+    t0, tokens0 = time.perf_counter(), backend.tokens_evaluated
     n = len(run.dataset)
-    examples = eval_examples(run, test)
-    scorer = Scorer(backend, examples)
     labeled = [i for i, y in enumerate(run.labels) if y is not None]
     shown = choose_demos(run, demos, seed)
-    in_context = set(shown)
+    gold, queries = _queries(run, test)
+    need = check_context(backend, shown, queries)
+    conditions = _conditions(run, backend, test, seed, set(shown), gold, queries)
+    ys = [run.labels[i] for i in labeled]
+    target = [gold[q] for q in queries]
+    majority = max(sum(target), len(target) - sum(target)) / len(target) if target else None
+    out = {
+        "run": str(run.path), "protocol": "test" if test is not None else "held-out groups",
+        "test": test.source if test is not None else None, "examples": n, "labeled": len(labeled),
+        "label_balance": {"true": sum(ys), "false": len(ys) - sum(ys)},
+        "label_accuracy": None, "label_accuracy_n": 0,
+        "queries": len(queries), "majority_baseline": majority, "conditions": conditions,
+        "demos_shown": len(shown), "largest_context": need,
+    }
+    out.update(_label_accuracy(full, run))
+    if run.dataset.gold is not None and labeled:
+        out["u_gap"] = u_gap(full, backend)
+    if test is not None:
+        train_prompts = {ex.prompt for ex in run.dataset.examples}
+        out["overlap"] = sum(ex.prompt in train_prompts for ex in test.examples)
+    out["tokens_evaluated"] = backend.tokens_evaluated - tokens0
+    out["seconds"] = round(time.perf_counter() - t0, 2)
+    out["notes"] = notes(out)
+    return out
+
+
+def _queries(run: LabeledRun, test: Dataset | None) -> tuple[list, list[int]]:
+    """Gold of every example of the evaluation (the run's, then the test file's) and the queries that have one."""
+    n = len(run.dataset)
     if test is not None:
         if test.gold is None:
             raise DataError(f"test file {test.source} has no gold labels (field {test.task.label_field!r}); eval needs them")
-        gold = [None] * n + list(test.gold)
-        queries = [n + j for j, g in enumerate(test.gold) if g is not None]
-    else:
-        if train_gold is None:
-            raise DataError(f"{run.dataset.source} has no gold labels (field {run.dataset.task.label_field!r}): "
-                            "nothing to evaluate against; pass --test with a labeled file")
-        gold = list(train_gold)
-        queries = [i for i, g in enumerate(train_gold) if g is not None]
-    need = check_context(backend, shown, queries)
+        return [None] * n + list(test.gold), [n + j for j, g in enumerate(test.gold) if g is not None]
+    if run.dataset.gold is None:
+        raise DataError(f"{run.dataset.source} has no gold labels (field {run.dataset.task.label_field!r}): "
+                        "nothing to evaluate against; pass --test with a labeled file")
+    return list(run.dataset.gold), [i for i, g in enumerate(run.dataset.gold) if g is not None]
 
+
+def _conditions(run: LabeledRun, backend, test: Dataset | None, seed: int, in_context: set[int], gold: list,
+                queries: list[int]) -> list[dict]:
+    """Accuracy of each condition: ICM, gold and random labels as demonstrations, and zero-shot."""
+    n, train_gold = len(run.dataset), run.dataset.gold
+    examples = eval_examples(run, test)
+    scorer = Scorer(backend, examples)
     conditions = []
     demo_set = [y if i in in_context else None for i, y in enumerate(run.labels)]
     for name, labs in demo_labels(demo_set, train_gold, seed).items():
@@ -159,20 +186,15 @@ def evaluate(run: LabeledRun, backend, test: Dataset | None = None, seed: int = 
                               "predicted_true": None, "skipped": "the run's data file has no gold labels"})
     zero = backend.run(queries_plan((), queries))
     conditions.append({"name": "zero-shot", "description": CONDITIONS["zero-shot"], "demos": 0, **accuracy(zero, gold)})
+    return conditions
 
-    ys = [run.labels[i] for i in labeled]
-    target = [gold[q] for q in queries]
-    majority = max(sum(target), len(target) - sum(target)) / len(target) if target else None
-    out = {
-        "run": str(run.path), "protocol": "test" if test is not None else "held-out groups",
-        "test": test.source if test is not None else None, "examples": n, "labeled": len(labeled),
-        "label_balance": {"true": sum(ys), "false": len(ys) - sum(ys)},
-        "label_accuracy": None, "label_accuracy_n": 0,
-        "queries": len(queries), "majority_baseline": majority, "conditions": conditions,
-        "demos_shown": len(shown), "largest_context": need,
-    }
+
+def _label_accuracy(full: LabeledRun, run: LabeledRun) -> dict:
+    """Agreement with gold of the searched labels (pinned ones left out: a person gave them) and of the predicted."""
+    out: dict = {}
+    train_gold = run.dataset.gold
     pinned = {i for i, src in enumerate(full.sources) if src == "pinned"}
-    agr = agreement(run.labels, train_gold, pinned)  # a person's labels are not the search's to be scored on
+    agr = agreement(run.labels, train_gold, pinned)
     if agr is not None:
         out["label_accuracy"], out["label_accuracy_n"] = agr
     if pinned:
@@ -182,14 +204,6 @@ def evaluate(run: LabeledRun, backend, test: Dataset | None = None, seed: int = 
     agr = agreement(predicted, train_gold)
     if agr is not None:
         out["predicted_accuracy"], out["predicted_accuracy_n"] = agr
-    if train_gold is not None and labeled:
-        out["u_gap"] = u_gap(full, backend)
-    if test is not None:
-        train_prompts = {ex.prompt for ex in run.dataset.examples}
-        out["overlap"] = sum(ex.prompt in train_prompts for ex in test.examples)
-    out["tokens_evaluated"] = backend.tokens_evaluated - tokens0
-    out["seconds"] = round(time.perf_counter() - t0, 2)
-    out["notes"] = notes(out)
     return out
 
 

@@ -139,41 +139,10 @@ class LlamaBackend(Backend):
             with _quiet():
                 llama_cpp.llama_backend_init()
             _backend_ready.append(True)
-        mp = llama_cpp.llama_model_default_params()
-        mp.n_gpu_layers = opts.n_gpu_layers
-        # llama.cpp's CPU "repacked" weight layouts (extra buffer types, e.g. Q4_K 8x8 on AVX2, and the AMX
-        # kernels that crash on some CPUs) compute a token's activations by a path that depends on how its decode
-        # was split, so the same tokens scored through the prefix tree moved by up to ~0.3 nats on Gemma-3
-        # Q4_K_M. Without them the tree equals a from-scratch decode, at the same prompt speed here.
-        mp.use_extra_bufts = False
-        with _quiet():  # llama.cpp prints loader notes straight to stderr
-            model = llama_cpp.llama_model_load_from_file(str(model_path).encode("utf-8"), mp)
-        if not model:
-            raise ModelError(f"llama.cpp could not load {model_path}: the file is damaged or its architecture is not "
-                             f"supported by llama-cpp-python {getattr(llama_cpp, '__version__', '?')}")
-        self.model = model
-        self.vocab = llama_cpp.llama_model_get_vocab(model)
-        p = llama_cpp.llama_context_default_params()
-        # Sequence 0 holds the plan's path; with --fan N, sequences 1..N are the leaves of a fan, decoded together in
-        # one llama_decode after a shared prefix (`fan`): the KV cache is then unified (one buffer, the prefix's cells
-        # shared) with n_batch cells more than n_ctx, room for one decode's leaves beyond a full context. Neither
-        # changes a single sequence's scores (checked: tests/test_model_exact.py).
+        self.model = self._load(model_path, opts)
+        self.vocab = llama_cpp.llama_model_get_vocab(self.model)
         self.fan_width = opts.fan
-        p.n_ctx = opts.n_ctx + (opts.n_batch if opts.fan > 1 else 0)
-        p.n_batch = p.n_ubatch = opts.n_batch
-        p.n_seq_max = opts.fan + 1 if opts.fan > 1 else 1
-        p.kv_unified = opts.fan > 1
-        p.n_threads = p.n_threads_batch = self.n_threads
-        p.flash_attn_type = (llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED if opts.flash_attn
-                             else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED)
-        p.no_perf = True
-        p.type_k = p.type_v = {"f16": llama_cpp.GGML_TYPE_F16, "f32": llama_cpp.GGML_TYPE_F32,
-                               "q8_0": llama_cpp.GGML_TYPE_Q8_0}[opts.kv_type]
-        with _quiet():
-            self.ctx = llama_cpp.llama_init_from_model(self.model, p)
-        if not self.ctx:
-            raise ModelError(f"llama.cpp could not create a context of {opts.n_ctx} tokens (out of memory?): "
-                             "lower --n-ctx or --n-batch, or offload fewer layers with --n-gpu-layers")
+        self.ctx = self._context(opts)
         self.mem = llama_cpp.llama_get_memory(self.ctx)
         self.batch = llama_cpp.llama_batch_init(opts.n_batch, 0, 1)
         self.n_vocab = llama_cpp.llama_vocab_n_tokens(self.vocab)
@@ -188,6 +157,46 @@ class LlamaBackend(Backend):
         self.clear()
         self.queries: list[list[int]] = []
         self.demos: list[tuple[list[int], list[int]]] = []
+
+    def _load(self, model_path: str, opts: ModelOptions):
+        llama_cpp = self._lc
+        mp = llama_cpp.llama_model_default_params()
+        mp.n_gpu_layers = opts.n_gpu_layers
+        # llama.cpp's CPU "repacked" weight layouts (extra buffer types, e.g. Q4_K 8x8 on AVX2, and the AMX
+        # kernels that crash on some CPUs) compute a token's activations by a path that depends on how its decode
+        # was split, so the same tokens scored through the prefix tree moved by up to ~0.3 nats on Gemma-3
+        # Q4_K_M. Without them the tree equals a from-scratch decode, at the same prompt speed here.
+        mp.use_extra_bufts = False
+        with _quiet():  # llama.cpp prints loader notes straight to stderr
+            model = llama_cpp.llama_model_load_from_file(str(model_path).encode("utf-8"), mp)
+        if not model:
+            raise ModelError(f"llama.cpp could not load {model_path}: the file is damaged or its architecture is not "
+                             f"supported by llama-cpp-python {getattr(llama_cpp, '__version__', '?')}")
+        return model
+
+    def _context(self, opts: ModelOptions):
+        llama_cpp = self._lc
+        p = llama_cpp.llama_context_default_params()
+        # Sequence 0 holds the plan's path; with --fan N, sequences 1..N are the leaves of a fan, decoded together in
+        # one llama_decode after a shared prefix (`fan`): the KV cache is then unified (one buffer, the prefix's cells
+        # shared) with n_batch cells more than n_ctx, room for one decode's leaves beyond a full context. Neither
+        # changes a single sequence's scores (checked: tests/test_model_exact.py).
+        p.n_ctx = opts.n_ctx + (opts.n_batch if opts.fan > 1 else 0)
+        p.n_batch = p.n_ubatch = opts.n_batch
+        p.n_seq_max = opts.fan + 1 if opts.fan > 1 else 1
+        p.kv_unified = opts.fan > 1
+        p.n_threads = p.n_threads_batch = self.n_threads
+        p.flash_attn_type = (llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED if opts.flash_attn
+                             else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED)
+        p.no_perf = True
+        p.type_k = p.type_v = {"f16": llama_cpp.GGML_TYPE_F16, "f32": llama_cpp.GGML_TYPE_F32,
+                               "q8_0": llama_cpp.GGML_TYPE_Q8_0}[opts.kv_type]
+        with _quiet():
+            ctx = llama_cpp.llama_init_from_model(self.model, p)
+        if not ctx:
+            raise ModelError(f"llama.cpp could not create a context of {opts.n_ctx} tokens (out of memory?): "
+                             "lower --n-ctx or --n-batch, or offload fewer layers with --n-gpu-layers")
+        return ctx
 
     def close(self) -> None:
         with _quiet():  # llama.cpp reports buffer sizes on the way out

@@ -202,24 +202,34 @@ class Dashboard:
         grid.add_row("accepted", f"{rate_txt} · {skip} skips (prediction = current label)")
         balance = f"{p.true} True / {p.labeled - p.true} False" + (f" ({p.true / p.labeled:.0%} True)" if p.labeled else "")
         grid.add_row("labeled", f"{ev.n_labeled}/{p.batch_examples} in batch · {p.labeled}/{p.examples} overall · {balance}")
-        st = p.stats
-        tok, secs, naive = st.get("tokens_evaluated", 0), st.get("decode_seconds", 0.0), st.get("naive_tokens", 0)
-        speed = f"{tok / secs:,.0f} tokens/s" if secs else "-- tokens/s"
-        reuse = (f"prefix reuse {1 - tok / naive:.0%} ({tok:,} tokens evaluated vs {naive:,} building every context from scratch)"
-                 if naive else f"{tok:,} tokens evaluated")
-        grid.add_row("model", f"{speed} · {reuse}")
+        grid.add_row("model", _model_line(p.stats))
         if p.gold is not None:
             grid.add_row("gold", Text(f"{p.gold[0]:.1%} agreement on {p.gold[1]} labeled  "
                                       "[evaluation only: the search never sees gold labels]", style="yellow"))
-        lines = []
-        for r in reversed(recent):
-            e = r.event
-            fixes = f"  +{e.fixes} fix{'es' if e.fixes != 1 else ''}" if e.fixes else ""
-            style = "green" if e.kind == "accept" else "red"
-            lines.append(Text.assemble((f"{e.kind:<6}", style), f"  #{e.iteration:<5} ex {r.example} ({r.example_id})  "
-                                       f"{_lab(e.old)}→{_lab(e.new)}  dU {e.delta:+.3f}{fixes}"))
-        grid.add_row("recent", Text("\n").join(lines) if lines else "none yet")
+        grid.add_row("recent", _recent(recent))
         return Panel(grid, title=self.title, subtitle=f"last event: {ev.kind}", border_style="cyan", width=width)
+
+
+def _model_line(st: dict) -> str:
+    tok, secs, naive = st.get("tokens_evaluated", 0), st.get("decode_seconds", 0.0), st.get("naive_tokens", 0)
+    speed = f"{tok / secs:,.0f} tokens/s" if secs else "-- tokens/s"
+    reuse = (f"prefix reuse {1 - tok / naive:.0%} ({tok:,} tokens evaluated vs {naive:,} building every context from scratch)"
+             if naive else f"{tok:,} tokens evaluated")
+    return f"{speed} · {reuse}"
+
+
+def _recent(recent: list):
+    """The last proposals, newest first: kind, iteration, example, old -> new label, dU, fixes."""
+    from rich.text import Text
+
+    lines = []
+    for r in reversed(recent):
+        e = r.event
+        fixes = f"  +{e.fixes} fix{'es' if e.fixes != 1 else ''}" if e.fixes else ""
+        style = "green" if e.kind == "accept" else "red"
+        lines.append(Text.assemble((f"{e.kind:<6}", style), f"  #{e.iteration:<5} ex {r.example} ({r.example_id})  "
+                                   f"{_lab(e.old)}→{_lab(e.new)}  dU {e.delta:+.3f}{fixes}"))
+    return Text("\n").join(lines) if lines else "none yet"
 
 
 def make_ui(plain: bool = False, title: str = "icm-lite label", stream: TextIO | None = None):
