@@ -163,6 +163,107 @@ class Worker:
                           "row": batch_row(search, b, len(index), len(carried)), "stats": self.backend.stats()}}
 
 
+class _Pool:
+    """One RayExecutor._run: the actors (slot k -> actor), what each is waiting for, the queue of batches, and the
+    retries. A worker that dies is replaced and its batch goes back to the front of the queue."""
+
+    def __init__(self, executor: "RayExecutor", ray, job, pending: list[int], actors: dict, new_actor, canary: Node):
+        self.executor, self.ray, self.job, self.actors, self.new_actor, self.canary = (
+            executor, ray, job, actors, new_actor, canary)
+        self.waiting: dict[Any, tuple[str, int, int | None]] = {}  # ref or generator -> (kind, slot, batch)
+        self.starts: dict[int, int] = {}
+        self.attempts = dict.fromkeys(pending, 0)
+        self.moved = dict.fromkeys(pending, 0)  # iterations of running batches seen so far
+        self.queue = deque(pending)
+
+    def busy(self) -> bool:
+        """Batches left to hand out or running (workers still starting do not count)."""
+        return bool(self.queue) or any(kind == "batch" for kind, _, _ in self.waiting.values())
+
+    def start(self, k: int) -> None:
+        self.starts[k] = self.starts.get(k, 0) + 1
+        if self.starts[k] > MAX_ATTEMPTS:
+            raise ModelError(f"a Ray worker died while loading the model {MAX_ATTEMPTS} times in a row; "
+                             f"see the Ray logs of its node (finished batches are saved in {self.job.run_dir.path})")
+        self.actors[k] = self.new_actor()
+        self.waiting[self.actors[k].ready.remote(self.canary)] = ("ready", k, None)
+
+    def give(self, k: int) -> None:
+        """The next batch to worker k, or the worker back when none is left."""
+        if not self.queue:
+            self.ray.kill(self.actors.pop(k))
+            return
+        b = self.queue.popleft()
+        self.executor.dispatched.append(b)
+        job = self.job
+        gen = self.actors[k].label.options(num_returns="streaming").remote(b, job.batches[b], job.carried_for(b),
+                                                                           job.pinned)
+        self.waiting[gen] = ("batch", k, b)
+
+    def lost(self, k: int, b: int | None, why: str) -> None:
+        """Worker k died (running batch b): replace it; the batch goes back to the front of the queue."""
+        self.ray.kill(self.actors.pop(k))
+        if b is not None:
+            self.moved[b] = 0
+            self.attempts[b] += 1
+            if self.attempts[b] >= MAX_ATTEMPTS:
+                raise RunError(f"batch {b + 1} was interrupted on {MAX_ATTEMPTS} Ray workers in a row (last: {why}); "
+                               f"the finished batches are saved: continue with --resume {self.job.run_dir.path}")
+            self.queue.appendleft(b)
+        self.executor.replaced += 1
+        self.executor.announce(f"a Ray worker died ({why}); starting another" +
+                               (f" and redoing batch {b + 1}" if b is not None else ""))
+        self.start(k)
+
+    def progress(self, b: int, record: dict):
+        p = self.job.progress(b, Event(**record))
+        return replace(p, iterations_done=self.job.iterations_done() + sum(self.moved.values()))
+
+    def receive(self, w, on_event, check) -> None:
+        """What `w` produced: a ready worker (checked, then given a batch), a batch's event, or its result."""
+        kind, k, b = self.waiting.pop(w)
+        item = self._get(w, kind, k, b)
+        if item is None:
+            return
+        if kind == "ready":
+            check(k, item)
+            self.starts[k] = 0
+            self.give(k)
+        elif "event" in item:
+            self.moved[b] = item["event"]["iteration"]
+            self.waiting[w] = (kind, k, b)
+            if on_event:
+                on_event(self.progress(b, item["event"]))
+        else:
+            self.moved.pop(b)
+            self.job.record_batch(b, item["result"])
+            if on_event:
+                on_event(self.progress(b, item["result"]["events"][-1]))
+            self.give(k)
+
+    def _get(self, w, kind: str, k: int, b: int | None):
+        """The next item of `w`; None when its worker died (then it is replaced). Errors that another worker would
+        meet too end the run."""
+        from ray.exceptions import RayActorError, RayTaskError, WorkerCrashedError
+
+        try:
+            return self.ray.get(w if kind == "ready" else next(w))
+        except (RayActorError, WorkerCrashedError) as e:
+            if getattr(e, "actor_init_failed", False):  # e.g. icm_lite missing there: another try won't do
+                detail = [line.strip() for line in str(e).splitlines() if line.strip()][-1]
+                raise ModelError(f"a Ray worker could not start: {detail}") from None
+            self.lost(k, b, one_line(e).split(". ")[0])
+            return None
+        except RayTaskError as e:
+            cause = getattr(e, "cause", None)
+            if isinstance(cause, IcmError):
+                raise cause from None
+            what = "starting" if b is None else f"batch {b + 1}"
+            raise InternalError(f"a Ray worker failed ({what}): {one_line(cause or e)}") from None
+        except StopIteration:
+            raise InternalError(f"a Ray worker ended batch {b + 1} without a result") from None
+
+
 class RayExecutor:
     """Runs a job's pending batches on Ray actors (see the module docstring).
 
@@ -238,8 +339,6 @@ class RayExecutor:
                 ray.shutdown()
 
     def _run(self, ray, job, pending, on_event, should_stop, gpu, actors) -> None:
-        from ray.exceptions import RayActorError, RayTaskError, WorkerCrashedError
-
         n, cpus, gpus = self._sizes(ray, gpu, len(pending))
         factory = self.factory
         if factory is None:  # threads: the run's --n-threads, else each worker follows its node's free cores
@@ -252,89 +351,16 @@ class RayExecutor:
                                                scheduling_strategy="SPREAD")
         where = self.address or "a local Ray cluster"
         self.announce(f"{len(pending)} more batches on {n} Ray workers ({where}); each loads the model first")
-
-        waiting: dict[Any, tuple[str, int, int | None]] = {}  # ref or generator -> (kind, slot, batch)
-        starts = [0] * n
-        attempts = dict.fromkeys(pending, 0)
-        moved = dict.fromkeys(pending, 0)  # iterations of running batches seen so far
-        queue = deque(pending)
-
-        def start(k: int) -> None:
-            starts[k] += 1
-            if starts[k] > MAX_ATTEMPTS:
-                raise ModelError(f"a Ray worker died while loading the model {MAX_ATTEMPTS} times in a row; "
-                                 f"see the Ray logs of its node (finished batches are saved in {job.run_dir.path})")
-            actors[k] = actor_cls.remote(factory, dataset, job.config.search)
-            waiting[actors[k].ready.remote(canary)] = ("ready", k, None)
-
-        def give(k: int) -> None:
-            if not queue:
-                ray.kill(actors.pop(k))
-                return
-            b = queue.popleft()
-            self.dispatched.append(b)
-            gen = actors[k].label.options(num_returns="streaming").remote(b, job.batches[b], job.carried_for(b),
-                                                                          job.pinned)
-            waiting[gen] = ("batch", k, b)
-
-        def lost(k: int, b: int | None, why: str) -> None:
-            """Worker k died (running batch b): replace it; the batch goes back to the front of the queue."""
-            ray.kill(actors.pop(k))
-            if b is not None:
-                moved[b] = 0
-                attempts[b] += 1
-                if attempts[b] >= MAX_ATTEMPTS:
-                    raise RunError(f"batch {b + 1} was interrupted on {MAX_ATTEMPTS} Ray workers in a row (last: "
-                                   f"{why}); the finished batches are saved: continue with --resume {job.run_dir.path}")
-                queue.appendleft(b)
-            self.replaced += 1
-            self.announce(f"a Ray worker died ({why}); starting another" +
-                          (f" and redoing batch {b + 1}" if b is not None else ""))
-            start(k)
-
-        def progress(b: int, record: dict):
-            p = job._progress(b, Event(**record))
-            return replace(p, iterations_done=job.iterations_done() + sum(moved.values()))
-
+        pool = _Pool(self, ray, job, pending, actors, lambda: actor_cls.remote(factory, dataset, job.config.search),
+                     canary)
         for k in range(n):
-            start(k)
-        while queue or any(kind == "batch" for kind, _, _ in waiting.values()):  # not for workers still starting
+            pool.start(k)
+        while pool.busy():
             if should_stop():
                 return
-            ready, _ = ray.wait(list(waiting), num_returns=1, timeout=0.2)
+            ready, _ = ray.wait(list(pool.waiting), num_returns=1, timeout=0.2)
             for w in ready:
-                kind, k, b = waiting.pop(w)
-                try:
-                    item = ray.get(w if kind == "ready" else next(w))
-                except (RayActorError, WorkerCrashedError) as e:
-                    if getattr(e, "actor_init_failed", False):  # e.g. icm_lite missing there: another try won't do
-                        detail = [line.strip() for line in str(e).splitlines() if line.strip()][-1]
-                        raise ModelError(f"a Ray worker could not start: {detail}") from None
-                    lost(k, b, one_line(e).split(". ")[0])
-                    continue
-                except RayTaskError as e:
-                    cause = getattr(e, "cause", None)
-                    if isinstance(cause, IcmError):
-                        raise cause from None
-                    what = "starting" if b is None else f"batch {b + 1}"
-                    raise InternalError(f"a Ray worker failed ({what}): {one_line(cause or e)}") from None
-                except StopIteration:
-                    raise InternalError(f"a Ray worker ended batch {b + 1} without a result") from None
-                if kind == "ready":
-                    self._check(k, item, expected, tolerance, job)
-                    starts[k] = 0
-                    give(k)
-                elif "event" in item:
-                    moved[b] = item["event"]["iteration"]
-                    waiting[w] = (kind, k, b)
-                    if on_event:
-                        on_event(progress(b, item["event"]))
-                else:
-                    moved.pop(b)
-                    job.record_batch(b, item["result"])
-                    if on_event:
-                        on_event(progress(b, item["result"]["events"][-1]))
-                    give(k)
+                pool.receive(w, on_event, lambda k, info: self._check(k, info, expected, tolerance, job))
 
     def _check(self, k: int, info: dict, expected: dict, tolerance: float, job) -> None:
         who = f"Ray worker {k + 1} (node {info['node']}, pid {info['pid']})"

@@ -304,7 +304,8 @@ class Job:
         self.save(sync=True, labels=True)
 
     # --- running ----------------------------------------------------------------------------------------
-    def _progress(self, b: int, ev: Event) -> Progress:
+    def progress(self, b: int, ev: Event) -> Progress:
+        """The event of batch b with what the run knows around it (what a UI renders)."""
         idx = self.batches[b]
         g = None if ev.example is None else idx[ev.example]
         labeled = [y for y in self.labels if y is not None]
@@ -325,7 +326,7 @@ class Job:
         for ev in search.events(should_stop):
             self._merge(b, search.state.labels, search.state.scores)
             self.run_dir.append_event(self._event_record(b, ev))
-            progress = self._progress(b, ev) if on_event else None
+            progress = self.progress(b, ev) if on_event else None
             if ev.kind == "done":  # finished and saved together with this event: a kill redoes both or neither
                 self._finish(b, batch_row(search, b, len(self.batches[b]), len(self.carried_for(b))), fill(search))
             self.save(sync=ev.kind not in ("skip", "reject"), labels=ev.kind in ("seed", "accept", "done"))
@@ -389,7 +390,7 @@ class Job:
             self.run_dir.append_event(self._event_record(0, ev))
             self.save(sync=True, labels=True)
             if on_event:
-                on_event(self._progress(0, ev))
+                on_event(self.progress(0, ev))
         return True
 
     def summary(self) -> dict:
