@@ -79,3 +79,16 @@ def gguf_stub(tmp_path_factory):
     from test_errors_models import gguf_file
 
     return gguf_file(tmp_path_factory.mktemp("gguf"), "stub.gguf")
+
+
+def pairs(n_pairs: int, seed: int = 0):
+    """Pairs with exactly one true member (an asymmetry group each, keys "a"/"b"), the true one's slot drawn at
+    random: the examples and the hidden concept."""
+    rng = random.Random(seed)
+    examples, hidden = [], []
+    for k in range(n_pairs):
+        first = rng.random() < 0.5
+        for slot, h in (("a", first), ("b", not first)):
+            examples.append(Example(f"p{k}{slot}", f"pair {k} {slot}", str(k), slot))
+            hidden.append(h)
+    return examples, hidden

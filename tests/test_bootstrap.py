@@ -11,17 +11,7 @@ from icm_lite.scoring import Scorer
 from icm_lite.search import COLD_T0, WARM_T0, Search, SearchConfig
 from icm_lite.tasks import Example
 
-
-def pairs(n_pairs: int, seed: int = 0):
-    """Pairs with exactly one true member (asymmetry), the true one's slot at random; hidden = the concept."""
-    rng = random.Random(seed)
-    examples, hidden = [], []
-    for k in range(n_pairs):
-        first = rng.random() < 0.5
-        for slot, h in (("a", first), ("b", not first)):
-            examples.append(Example(f"p{k}{slot}", f"pair {k} {slot}", str(k), slot))
-            hidden.append(h)
-    return examples, hidden
+from conftest import pairs
 
 
 def search(examples, fb, **kw):

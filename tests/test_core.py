@@ -17,9 +17,9 @@ from icm_lite.options import Batching, core_size
 from icm_lite.run import Job, plan_core, plan_for
 from icm_lite.rundir import RunDir
 from icm_lite.search import SearchConfig
-from icm_lite.tasks import Example, Task
+from icm_lite.tasks import Task
 
-from conftest import one_error
+from conftest import one_error, pairs
 from fake_model import use_fake_model
 
 TASK = Task(name="pairs", template="Review: {review}", relation="asymmetry", key="field:slot")
@@ -31,13 +31,8 @@ def _no_fsync(monkeypatch):
 
 
 def dataset(n_pairs: int, seed: int = 0):
+    examples, hidden = pairs(n_pairs, seed)
     rng = random.Random(seed)
-    examples, hidden = [], []
-    for k in range(n_pairs):
-        first = rng.random() < 0.5
-        for slot, h in (("a", first), ("b", not first)):
-            examples.append(Example(f"p{k}{slot}", f"pair {k} {slot}", str(k), slot))
-            hidden.append(h)
     lengths = [rng.randint(15, 40) for _ in examples]
     return Dataset(tuple(examples), tuple(hidden), TASK, "mem"), hidden, lengths
 

@@ -15,21 +15,9 @@ from icm_lite.errors import DataError
 from icm_lite.fake import FakeBackend
 from icm_lite.scoring import Scorer, predictability
 from icm_lite.search import Search, SearchConfig
-from icm_lite.tasks import Example
 
-from conftest import one_error
+from conftest import one_error, pairs
 from fake_model import use_fake_model
-
-
-def pairs(n_pairs, seed=0):
-    rng = random.Random(seed)
-    examples, hidden = [], []
-    for k in range(n_pairs):
-        first = rng.random() < 0.5
-        for slot, h in (("a", first), ("b", not first)):
-            examples.append(Example(f"p{k}{slot}", f"pair {k} {slot}", str(k), slot))
-            hidden.append(h)
-    return examples, hidden
 
 
 @pytest.mark.parametrize("init", ["bootstrap", "seeds"])

@@ -3,7 +3,6 @@
 import csv
 
 import orjson
-import pytest
 from click.testing import CliRunner
 
 from icm_lite.cli import main
