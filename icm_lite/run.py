@@ -228,7 +228,7 @@ class Job:
 
     def save(self, sync: bool = True, labels: bool = True) -> None:
         self.run_dir.save_state(self._state(), sync=sync)
-        if labels:
+        if labels or not (self.run_dir.path / "labels.jsonl").exists():  # a stopped run always has one
             self.run_dir.write_labels(self.ids, self.labels, self.scores, self.predicted, self.pinned)
 
     def restore(self) -> None:
@@ -324,7 +324,8 @@ class Job:
                                             self.carried_for(b), self.pinned))
         search = self.current[1]
         for ev in search.events(should_stop):
-            self._merge(b, search.state.labels, search.state.scores)
+            if search.state.started:  # the bootstrap passes' labels are tentative until their seed event
+                self._merge(b, search.state.labels, search.state.scores)
             self.run_dir.append_event(self._event_record(b, ev))
             progress = self.progress(b, ev) if on_event else None
             if ev.kind == "done":  # finished and saved together with this event: a kill redoes both or neither

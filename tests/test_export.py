@@ -495,3 +495,42 @@ def test_cli_check_without_datasets_fails_before_writing(claim_run, tmp_path, mo
     res = CliRunner().invoke(main, ["export", str(claim_run), "--format", "kto", "--out", str(tmp_path / "ft"), "--check"])
     assert one_error(res, 2) == "error: --check needs Hugging Face `datasets`: pip install 'icm-lite[check]'"
     assert not (tmp_path / "ft").exists()
+
+
+def test_a_run_stopped_at_any_event_exports_and_evaluates(tmp_path, gguf_stub):
+    """Stopped after its k-th event, for every k (fake backend, a real config.json): the export leaves the
+    unlabeled examples out, eval counts only the labeled ones, and neither refuses the run."""
+    from fake_model import PromptFake
+
+    from icm_lite import run
+    from icm_lite.config import RunConfig
+    from icm_lite.evaluate import eval_examples, evaluate
+    from icm_lite.search import SearchConfig
+
+    rows = [{"id": f"r{k}{s}", "review": f"review {k} {s}", "slot": s, "consistency_id": k, "label": (s == "a") == (k % 3 == 0)}
+            for k in range(8) for s in "ab"]
+    data = tmp_path / "d.jsonl"
+    data.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in rows))
+    task = Task(name="t", template="Review: {review}\nAnswer:", relation="asymmetry", key="field:slot",
+                label_words=("Yes", "No"))
+    for init in ("bootstrap", "seeds"):
+        cfg = RunConfig(data=str(data), task=task, model=str(gguf_stub), search=SearchConfig(seed=0, init=init,
+                                                                                              iterations=20))
+        whole = run.start(cfg, tmp_path / f"whole-{init}", backend=PromptFake())
+        seen = []
+        whole.run(on_event=seen.append)
+        for k in range(1, len(seen)):
+            out = tmp_path / f"{init}-{k}"
+            got = []
+            job = run.start(cfg, out, backend=PromptFake())
+            summary = job.run(on_event=got.append, should_stop=lambda: len(got) >= k)
+            labeled = sum(y is not None for y in job.labels)
+            saved = load_run(out)
+            assert sum(y is not None for y in saved.labels) == labeled + len(job.predicted)
+            if labeled >= 4:
+                got = export_run(saved, tmp_path / f"ft-{init}-{k}", "prompt-completion", valid_fraction=0)
+                assert got["left_out"]["unlabeled"] == len(rows) - labeled - len(job.predicted)
+                fb = PromptFake()
+                fb.prepare(eval_examples(saved, None), task.label_words)
+                assert evaluate(saved, fb)["labeled"] == labeled
+            assert summary["finished"] is (k >= len(seen) - 1)  # the last step ends the search: done follows
