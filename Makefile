@@ -40,7 +40,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(BIN)/python -c "import llama_cpp, icm_lite; print('llama-cpp-python', llama_cpp.__version__)"
 	touch $@
 
-# the default settings (the authors' alpha 30, T0 10; 12 iterations per example); ITERATIONS=N to cut it short
+# the default settings (the warm start; the authors' search from seeds is --init seeds); ITERATIONS=N caps the search
 demo: install
 	$(BIN)/icm-lite label examples/reviews.jsonl --task examples/reviews.task.json \
 	  --out runs/demo --force $(if $(ITERATIONS),--iterations $(ITERATIONS),)

@@ -236,7 +236,8 @@ def test_real_model_labels_data_four_times_its_context_in_batches(tmp_path, smol
     longest = []
     run = backend.run
     backend.run = lambda root: longest.append(max(backend.prefix_length + sum(backend.length(it) for it in seq) for seq in contexts(root).values())) or run(root)
-    job = job_for(ds, backend, SearchConfig(iterations=1, init_k=2, seed=0), RunDir.create(tmp_path / "run"), batches, k)
+    job = job_for(ds, backend, SearchConfig(iterations=1, init="seeds", init_k=2, seed=0), RunDir.create(tmp_path / "run"),
+                  batches, k)
     summary = job.run()
     assert summary["finished"] and summary["batches"] == len(batches)
     assert max(longest) <= n_ctx  # every context fit: nothing was truncated (the backend refuses, never cuts)
