@@ -17,6 +17,11 @@ the items that differ from what the cache already holds after the current positi
 always evaluated when its log-odds are read, so they are fresh). It implements backend.Backend, n_ctx
 included: a context longer than n_ctx is a UserError, as with the real model.
 
+`PromptFake` is the fake behind `--model fake`: sized when it is prepared, each example's hidden label and length
+derived from its prompt (a hash; deterministic), so the whole command line runs without a model file, in
+milliseconds. Its labels mean nothing: it is for trying the tool and for tests, which select it the way a user
+selects a model.
+
 Example: FakeBackend([True, False, True]).run(plan) -> {key: log-odds}
 """
 
@@ -109,3 +114,19 @@ class FakeBackend(Backend):
         copy = 0.0 if last is None else self.recency * (1.0 if last[1] else -1.0)
         return sign * (self.prior[q] + pull) + self.noise[q] + copy
 
+
+
+class PromptFake(FakeBackend):
+    """`--model fake`: the fake backend over whatever examples it is prepared for (hidden label and length from a
+    hash of each prompt)."""
+
+    def __init__(self, n_ctx: int = 1_000_000):
+        self._n_ctx = n_ctx
+        super().__init__([], n_ctx=n_ctx)
+
+    def prepare(self, examples, words) -> None:
+        import hashlib
+
+        digest = [hashlib.sha256(ex.prompt.encode()).digest() for ex in examples]
+        FakeBackend.__init__(self, [d[0] % 2 == 0 for d in digest], [8 + len(ex.prompt) // 4 for ex in examples],
+                             n_ctx=self._n_ctx)

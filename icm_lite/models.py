@@ -139,9 +139,15 @@ def _entry(name: str) -> dict:
     return models[name]
 
 
+FAKE = "fake"  # --model fake: fake.PromptFake, no file (for trying the command line, and for tests)
+
+
 def resolve_model(spec: str | None = None) -> ModelRef:
-    """A registry name, a path to a .gguf file, or None (the default model) -> a checked local file."""
+    """A registry name, a path to a .gguf file, `fake`, or None (the default model) -> a checked local file (for
+    `fake`, the name alone: run.open_backend opens fake.PromptFake)."""
     spec = spec or registry()["default"]
+    if spec == FAKE:
+        return ModelRef(FAKE, Path(FAKE), {"source": "builtin"})
     if spec.endswith(".gguf") or os.sep in spec or Path(spec).exists():
         path = Path(spec).expanduser()
         inspect_gguf(path)

@@ -47,6 +47,14 @@ REST_CHUNK = 64  # examples of the rest predicted per plan (whole groups); the s
 
 
 def open_backend(model_path, opts: ModelOptions) -> Backend:
+    """The one door to a backend, for the command line, eval and Ray workers alike: llama.cpp for a .gguf file, the
+    prompt-hashing fake for `--model fake` (models.FAKE)."""
+    from .models import FAKE
+
+    if str(model_path) == FAKE:
+        from .fake import PromptFake
+
+        return PromptFake(opts.n_ctx)
     from .llama import LlamaBackend  # heavy import only when a model is really needed
 
     return LlamaBackend(str(model_path), opts)

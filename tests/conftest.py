@@ -72,15 +72,6 @@ def job_for(dataset, backend, search, run_dir, batches=None, carried=8):
     return Job(config, dataset, backend, run_dir)
 
 
-@pytest.fixture(scope="session")
-def gguf_stub(tmp_path_factory):
-    """A small synthetic GGUF file for `--model` where the fake backend stands in for llama.cpp (fake_model.py):
-    `--model` checks its header, nothing reads its weights. Tests that use it need no model file."""
-    from test_errors_models import gguf_file
-
-    return gguf_file(tmp_path_factory.mktemp("gguf"), "stub.gguf")
-
-
 def pairs(n_pairs: int, seed: int = 0):
     """Pairs with exactly one true member (an asymmetry group each, keys "a"/"b"), the true one's slot drawn at
     random: the examples and the hidden concept."""

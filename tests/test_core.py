@@ -20,7 +20,6 @@ from icm_lite.search import SearchConfig
 from icm_lite.tasks import Task
 
 from conftest import one_error, pairs
-from fake_model import use_fake_model
 
 TASK = Task(name="pairs", template="Review: {review}", relation="asymmetry", key="field:slot")
 
@@ -132,9 +131,8 @@ def test_a_run_stopped_while_predicting_resumes_to_the_same_labels(tmp_path, cut
     assert (tmp_path / "run" / "labels.jsonl").read_bytes() == expected
 
 
-def test_a_bad_core_value_is_one_line(tmp_path, monkeypatch):
-    use_fake_model(monkeypatch)
+def test_a_bad_core_value_is_one_line(tmp_path):
     data = tmp_path / "d.jsonl"
     data.write_text('{"id": "a", "question": "q", "choice": "c"}\n')
-    res = CliRunner().invoke(main, ["label", str(data), "--out", str(tmp_path / "run"), "--core", "lots"])
+    res = CliRunner().invoke(main, ["label", str(data), "--model", "fake", "--out", str(tmp_path / "run"), "--core", "lots"])
     assert "--core must be auto, all or a number of examples, not 'lots'" in one_error(res, 2)

@@ -22,7 +22,6 @@ from icm_lite.errors import DataError, IcmError
 from icm_lite.tasks import Task
 
 from conftest import one_error
-from fake_model import use_fake_model
 
 REVIEWS = [orjson.loads(line) for line in open("examples/reviews.jsonl", "rb")]
 TASK = Task.resolve("examples/reviews.task.json")
@@ -97,36 +96,33 @@ def test_a_hugging_face_dataset_without_the_extra_is_one_line(tmp_path, monkeypa
             read_records(spec)
 
 
-def _run(tmp_path, data, *extra, monkeypatch, model):
-    use_fake_model(monkeypatch)
+def _run(tmp_path, data, *extra):
     out = tmp_path / f"run-{data.name}"
     res = CliRunner().invoke(main, ["label", str(data), "--task", "examples/reviews.task.json", "--out", str(out),
-                                    "--model", str(model), "--plain", "--json", *extra])
+                                    "--model", "fake", "--plain", "--json", *extra])
     assert res.exit_code == 0, res.output
     rows = [orjson.loads(line) for line in (out / "labels.jsonl").read_bytes().splitlines()]
     return [(r["id"], r["label"], r["source"]) for r in rows], json.loads(res.stdout)["tokens_evaluated"]
 
 
-def test_the_same_run_from_jsonl_csv_and_parquet(tmp_path, monkeypatch, gguf_stub):
+def test_the_same_run_from_jsonl_csv_and_parquet(tmp_path):
     """What the run sees is the same, so the labels and the tokens are (fake backend, hashed prompts)."""
     jsonl = tmp_path / "reviews.jsonl"
     jsonl.write_bytes(open("examples/reviews.jsonl", "rb").read())
-    reference = _run(tmp_path, jsonl, monkeypatch=monkeypatch, model=gguf_stub)
-    assert _run(tmp_path, write_csv(tmp_path / "reviews.csv", renamed_rows()), *FIELD_ARGS,
-                monkeypatch=monkeypatch, model=gguf_stub) == reference
+    reference = _run(tmp_path, jsonl)
+    assert _run(tmp_path, write_csv(tmp_path / "reviews.csv", renamed_rows()), *FIELD_ARGS) == reference
     if importlib.util.find_spec("pyarrow"):
         parquet = write_parquet(tmp_path / "reviews.parquet", REVIEWS)
-        assert _run(tmp_path, parquet, monkeypatch=monkeypatch, model=gguf_stub) == reference
+        assert _run(tmp_path, parquet) == reference
 
 
-def test_field_mapping_errors_are_one_line(tmp_path, monkeypatch, gguf_stub):
-    use_fake_model(monkeypatch)
+def test_field_mapping_errors_are_one_line(tmp_path):
     data = write_csv(tmp_path / "r.csv", renamed_rows())
     for args, says in ((["--field", "revue=text"], "--field revue=text: task 'reviews' reads no field 'revue' (it reads: review, id"),
                        (["--field", "review"], "--field 'review': write NAME=COLUMN"),
                        ([], f"{data}:2 has no field 'slot' (task 'reviews' takes its consistency key from it)")):
         res = CliRunner().invoke(main, ["label", str(data), "--task", "examples/reviews.task.json",
-                                        "--out", str(tmp_path / "run"), "--model", str(gguf_stub), *args])
+                                        "--out", str(tmp_path / "run"), "--model", "fake", *args])
         assert says in one_error(res, 2)
 
 

@@ -191,13 +191,9 @@ def test_a_canary_tolerance_admits_small_differences(tmp_path, cluster):
 
 
 @pytest.fixture
-def fake_cli(monkeypatch, tmp_path):
-    """`icm-lite label` on the fake backend: the driver's model and the workers' factory replaced."""
-    from icm_lite import distributed, models, run
-
-    monkeypatch.setattr(models, "resolve_model", lambda spec=None: models.ModelRef("fake", Path("/nowhere/fake.gguf")))
-    monkeypatch.setattr(run, "open_backend", lambda path, opts: FAKE())
-    monkeypatch.setattr(distributed, "model_spec", lambda config: FAKE)
+def fake_cli(tmp_path):
+    """Data for `icm-lite label --model fake`: the driver and every worker open the fake backend the way they open a
+    model (run.open_backend)."""
     data = tmp_path / "claims.jsonl"
     rows = [{"id": e.id, "question": f"Q{i}?", "choice": e.prompt, "consistency_id": e.group}
             for i, e in enumerate(EXAMPLES)]
@@ -205,7 +201,8 @@ def fake_cli(monkeypatch, tmp_path):
     return data
 
 
-OPTS = ["--n-ctx", "750", "--core", "all", "--carry", "4", "--iterations", "20", "--seed", "3", "--plain", "--json"]
+OPTS = ["--model", "fake", "--n-ctx", "480", "--core", "all", "--carry", "4", "--iterations", "20", "--seed", "3",
+        "--plain", "--json"]
 
 
 def test_cli_workers_give_the_plain_labels(tmp_path, cluster, fake_cli):

@@ -2,7 +2,7 @@
 
 The promise under test: a failure is one line on stderr and a non-zero exit, and what was saved before
 it (state.json, labels.jsonl) is still whole. Signals need a real process: the `icm-lite` command
-with the fake backend in place of llama.cpp (tests/fake_model.py); no test here needs a real model.
+with `--model fake` (fake.PromptFake) in place of a model; no test here needs a model file.
 """
 
 import errno
@@ -24,25 +24,16 @@ from icm_lite.cli import main
 from icm_lite.errors import RunError
 from icm_lite.rundir import RunDir, write_atomic
 from conftest import one_error
-from fake_model import use_fake_model
-
-@pytest.fixture(autouse=True)
-def _fake_model(monkeypatch):
-    """Nothing here needs a real model: the run machinery on the fake backend (tests/fake_model.py)."""
-    use_fake_model(monkeypatch)
-
 
 @pytest.fixture(scope="session")
-def smollm2_path(tmp_path_factory):
-    """A small synthetic GGUF file in place of SmolLM2's: the fake backend never reads it, `--model` only checks its
-    header. So these tests need no model file (pytest -m "not model")."""
-    from test_errors_models import gguf_file
-
-    return gguf_file(tmp_path_factory.mktemp("gguf"), "model.gguf")
+def smollm2_path():
+    """Nothing here needs a real model: `--model fake`, the run machinery on the fake backend, chosen the way a user
+    chooses a model. So these tests need no model file (pytest -m "not model")."""
+    return "fake"
 
 
 ICM = Path(sys.executable).with_name("icm-lite")
-FAKE_CLI = Path(__file__).with_name("fake_model.py")
+FAKE_CLI = ["-m", "icm_lite.cli"]  # the icm-lite command in a process of its own (signals)
 QUESTIONS = ["Is the sky blue?", "Is fire cold?", "Do fish swim?", "Is ice hot?", "Do birds fly?"]
 
 
@@ -246,8 +237,8 @@ class Running:
         self.out = tmp_path / "run"
         data = claims(tmp_path / "d.jsonl", self.N, self.GOLD)
         # small and single-threaded: each step stays short even on a busy machine
-        self.proc = subprocess.Popen(  # the icm-lite command with the fake backend (tests/fake_model.py)
-            [sys.executable, str(FAKE_CLI), "label", str(data), "--model", str(model), "--out", str(self.out), "--n-ctx", "512",
+        self.proc = subprocess.Popen(  # the icm-lite command with the fake backend (--model fake)
+            [sys.executable, *FAKE_CLI, "label", str(data), "--model", str(model), "--out", str(self.out), "--n-ctx", "512",
              "--init", "seeds", "--init-k", "2", "--fix-rounds", "0", "--n-threads", "1", "--iterations", str(iterations)],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             env={**os.environ, "ICM_LITE_CACHE": str(tmp_path / "cache"), "PYTHONUNBUFFERED": "1"})
@@ -319,13 +310,13 @@ def test_a_run_stopped_by_sigterm_exports_and_evaluates(tmp_path, smollm2_path):
     state = run.check_saved()
     unlabeled = sum(y is None for y in state["labels"])
     assert unlabeled > 0
-    ex = subprocess.run([sys.executable, str(FAKE_CLI), "export", str(run.out), "--format", "prompt-completion",
+    ex = subprocess.run([sys.executable, *FAKE_CLI, "export", str(run.out), "--format", "prompt-completion",
                          "--valid-fraction", "0", "--out", str(tmp_path / "ft")], capture_output=True, text=True)
     assert ex.returncode == 0, ex.stderr
     assert f"unlabeled {unlabeled}" in ex.stdout
     records = [line for f in (tmp_path / "ft").glob("*.jsonl") for line in f.read_text().splitlines()]
     assert len(records) == RunningLonger.N - unlabeled
-    ev = subprocess.run([sys.executable, str(FAKE_CLI), "eval", str(run.out), "--json"], capture_output=True,
+    ev = subprocess.run([sys.executable, *FAKE_CLI, "eval", str(run.out), "--json"], capture_output=True,
                         text=True, env={**os.environ, "ICM_LITE_CACHE": str(tmp_path / "cache")})
     assert ev.returncode == 0, ev.stderr
     assert json.loads(ev.stdout)["labeled"] == RunningLonger.N - unlabeled
@@ -350,13 +341,10 @@ def test_second_ctrl_c_stops_at_once_and_keeps_the_saved_state(tmp_path, smollm2
 
 @pytest.fixture(scope="module")
 def _one_finished_run(tmp_path_factory, smollm2_path):
-    mp = pytest.MonkeyPatch()
-    use_fake_model(mp)
     base = tmp_path_factory.mktemp("finished")
     data, out = claims(base / "d.jsonl", 6), base / "run"
     res = label(data, out, "--iterations", 1, "--init-k", 2, "--fix-rounds", 0, "--n-threads", 1, "--seed", 3,
                 model=smollm2_path)
-    mp.undo()
     assert res.exit_code == 0, res.output
     return data, out
 

@@ -497,10 +497,10 @@ def test_cli_check_without_datasets_fails_before_writing(claim_run, tmp_path, mo
     assert not (tmp_path / "ft").exists()
 
 
-def test_a_run_stopped_at_any_event_exports_and_evaluates(tmp_path, gguf_stub):
+def test_a_run_stopped_at_any_event_exports_and_evaluates(tmp_path):
     """Stopped after its k-th event, for every k (fake backend, a real config.json): the export leaves the
     unlabeled examples out, eval counts only the labeled ones, and neither refuses the run."""
-    from fake_model import PromptFake
+    from icm_lite.fake import PromptFake
 
     from icm_lite import run
     from icm_lite.config import RunConfig
@@ -514,7 +514,7 @@ def test_a_run_stopped_at_any_event_exports_and_evaluates(tmp_path, gguf_stub):
     task = Task(name="t", template="Review: {review}\nAnswer:", relation="asymmetry", key="field:slot",
                 label_words=("Yes", "No"))
     for init in ("bootstrap", "seeds"):
-        cfg = RunConfig(data=str(data), task=task, model=str(gguf_stub), search=SearchConfig(seed=0, init=init,
+        cfg = RunConfig(data=str(data), task=task, model="fake", search=SearchConfig(seed=0, init=init,
                                                                                               iterations=20))
         whole = run.start(cfg, tmp_path / f"whole-{init}", backend=PromptFake())
         seen = []

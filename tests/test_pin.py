@@ -17,7 +17,6 @@ from icm_lite.scoring import Scorer, predictability
 from icm_lite.search import Search, SearchConfig
 
 from conftest import one_error, pairs
-from fake_model import use_fake_model
 
 
 @pytest.mark.parametrize("init", ["bootstrap", "seeds"])
@@ -64,13 +63,12 @@ def _data(tmp_path, n_pairs=10):
     return data, task, rows
 
 
-def test_pinned_labels_are_written_as_such_and_left_out_of_the_agreement(tmp_path, monkeypatch, gguf_stub):
-    use_fake_model(monkeypatch)
+def test_pinned_labels_are_written_as_such_and_left_out_of_the_agreement(tmp_path):
     data, task, rows = _data(tmp_path)
     pins = tmp_path / "pins.csv"
     pins.write_text(f"id,label\n{rows[0]['id']},{'No' if rows[0]['label'] else 'Yes'}\n", encoding="utf-8")  # wrong
     res = CliRunner().invoke(main, ["label", str(data), "--task", str(task), "--out", str(tmp_path / "run"),
-                                    "--model", str(gguf_stub), "--pin", str(pins), "--plain", "--json"])
+                                    "--model", "fake", "--pin", str(pins), "--plain", "--json"])
     assert res.exit_code == 0, res.output
     s = json.loads(res.stdout)
     out = [orjson.loads(line) for line in (tmp_path / "run" / "labels.jsonl").read_bytes().splitlines()]
@@ -84,13 +82,12 @@ def test_pinned_labels_are_written_as_such_and_left_out_of_the_agreement(tmp_pat
     assert len((tmp_path / "ft" / "train.jsonl").read_text().splitlines()) == len(rows)  # pinned ones are trained on
 
 
-def test_pin_errors_are_one_line(tmp_path, monkeypatch, gguf_stub):
-    use_fake_model(monkeypatch)
+def test_pin_errors_are_one_line(tmp_path):
     data, task, rows = _data(tmp_path)
     pins = tmp_path / "pins.csv"
     pins.write_text("id,label\nnobody,Yes\n", encoding="utf-8")
     res = CliRunner().invoke(main, ["label", str(data), "--task", str(task), "--out", str(tmp_path / "run"),
-                                    "--model", str(gguf_stub), "--pin", str(pins)])
+                                    "--model", "fake", "--pin", str(pins)])
     assert "--pin names 1 id(s) that are not in" in one_error(res, 2) and "'nobody'" in res.stderr
     res = CliRunner().invoke(main, ["label", "--resume", str(tmp_path / "run"), "--pin", str(pins)])
     assert "--pin starts a new run" in one_error(res, 2)
