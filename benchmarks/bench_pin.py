@@ -50,7 +50,7 @@ def main() -> None:
         pinned = {r.index for r in worst}
         rest = [i for i in range(len(gold)) if i not in pinned and gold[i] is not None]
         before = sum(old.labels[i] == gold[i] for i in rest) / len(rest)
-        cfg = RunConfig.from_json(RunDir(path).read_json("config.json"))
+        cfg = old.config
         pins = tuple(sorted((r.id, bool(gold[r.index])) for r in worst))
         fresh = RunConfig(data=cfg.data, task=cfg.task, model=cfg.model_path, model_options=cfg.model_options,
                           search=cfg.search, batching=cfg.batching, pins=pins)

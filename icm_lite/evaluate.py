@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import random
 import time
-from dataclasses import fields, replace
+from dataclasses import replace
 from typing import Sequence
 
 from .data import Dataset
@@ -207,13 +207,6 @@ def _label_accuracy(full: LabeledRun, run: LabeledRun) -> dict:
     return out
 
 
-def _search_config(run: LabeledRun):
-    from .search import SearchConfig
-
-    known = {f.name for f in fields(SearchConfig)}
-    return SearchConfig(**{k: v for k, v in (run.config.get("search") or {}).items() if k in known})
-
-
 def u_gap(run: LabeledRun, backend) -> dict:
     """U = alpha*P - I (the run's objective, layout and constraints, batch by batch as the search saw it, with the
     batches' carried demonstrations) of the ICM labels and of the gold labels: on the examples the search labeled,
@@ -224,15 +217,11 @@ def u_gap(run: LabeledRun, backend) -> dict:
     itself is off: a better model or constraints would help), "equal" within 0.1 of U.
     """
     from .consistency import Consistency
-    from .rundir import RunDir
     from .scoring import predictability, utility
 
-    cfg = _search_config(run)
+    cfg = run.config.search
     gold = run.dataset.gold
-    n = len(run.dataset)
-    batches = run.config.get("batches") or [list(range(n))]
-    state = RunDir(run.path).read_json("state.json") if run.path and (run.path / "state.json").exists() else {}
-    carried = [(int(i), bool(y)) for i, y in (state.get("carried") or [])]
+    batches, carried = run.batches, run.carried
     searched = used_labels(run, False)
     kinds = {"icm": [], "gold_same": [], "icm_all": [], "gold_all": []}
     for b, idx in enumerate(batches):
@@ -285,20 +274,16 @@ def notes(result: dict) -> list[str]:
 def open_eval_backend(run: LabeledRun, test: Dataset | None, model: str | None = None, **overrides):
     """Load the run's model (or `model`) with the run's options, overridden by non-None `overrides`."""
     from .models import registry, resolve_model
-    from .options import ModelOptions
     from .run import open_backend
 
     cfg = run.config
     if model is None:
-        name, path = cfg.get("model"), cfg.get("model_path")
-        if name is None and path is None:
+        if cfg.model_name is None and cfg.model_path is None:
             raise RunError(f"{run.path / 'config.json'} names no model; pass --model")
-        model = name if name in registry()["models"] else path
+        model = cfg.model_name if cfg.model_name in registry()["models"] else cfg.model_path
     ref = resolve_model(model)
-    known = {f.name for f in fields(ModelOptions)}
-    opts = {k: v for k, v in (cfg.get("model_options") or {}).items() if k in known}
-    opts.update({k: v for k, v in overrides.items() if v is not None})
-    backend = open_backend(ref.path, ModelOptions(**opts))
+    opts = replace(cfg.model_options, **{k: v for k, v in overrides.items() if v is not None})
+    backend = open_backend(ref.path, opts)
     backend.prepare(eval_examples(run, test), run.dataset.task.label_words)
     return ref, backend
 

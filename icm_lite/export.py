@@ -1,7 +1,7 @@
 """Fine-tune-ready JSONL from a finished (or interrupted) run: ICM labels -> train/valid/test files.
 
-`load_run` re-reads the dataset a run was made from (config.json names the file and its sha256; a changed
-file is refused) and pairs it with RUN_DIR/labels.jsonl. `export_run` turns the labeled examples into one
+`load_run` reads the run directory (saved.SavedRun: config.json as a RunConfig, the data file it names checked by
+sha256, RUN_DIR/labels.jsonl). `export_run` turns the labeled examples into one
 of five record shapes (docs/export.md shows which trainer and model kind reads each):
 
   task        text                 prompt-completion / messages        kto (two records per item)      preference
@@ -22,85 +22,31 @@ Example: export_run(load_run("runs/demo"), "ft/", "prompt-completion") -> {"reco
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
 
-from .data import Dataset, file_sha256, load_dataset, present, resolve_data
-from .errors import DataError, RunError, UserError
-from .rundir import RunDir, write_atomic
+from .data import Dataset
+from .errors import DataError, UserError
+from .rundir import write_atomic
+from .saved import SavedRun
 from .tasks import Task
 
 FORMATS = ("text", "prompt-completion", "messages", "kto", "preference")
 SPLITS = ("train", "valid", "test")
-SOURCES = ("search", "prediction", "pinned")  # labels.jsonl "source": searched / predicted / given by a person
 METADATA = "icm_metadata.json"
 CARD = "README.md"  # the dataset card (the Hugging Face Hub shows it)
 
 
-@dataclass(frozen=True)
-class LabeledRun:
-    path: Path
-    config: dict
-    summary: dict | None  # None when the run was interrupted before writing summary.json
-    dataset: Dataset  # dataset.gold is for evaluation only
-    labels: tuple[bool | None, ...]  # ICM labels (searched or predicted), aligned with dataset.examples
-    scores: tuple[float | None, ...]
-    sources: tuple[str | None, ...] = ()  # "search" / "prediction" / None (not labeled yet); () means all "search"
-
-    def __post_init__(self):
-        if not self.sources:
-            object.__setattr__(self, "sources", ("search",) * len(self.labels))
+LabeledRun = SavedRun  # what export, eval and review read: saved.py
 
 
-def load_run(run_dir: str | Path, data: str | Path | None = None) -> LabeledRun:
-    """The run's dataset (re-read and sha256-checked) with its ICM labels. `data` overrides a moved file."""
-    rd = RunDir.open(run_dir)
-    config = rd.read_json("config.json")
-    for key in ("data", "data_sha256", "task"):
-        if key not in config:
-            raise RunError(f"{rd.path / 'config.json'} has no {key!r}; was it written by `icm-lite label`?")
-    path = Path(data) if data is not None else resolve_data(config["data"], rd.path)
-    if not present(path):
-        raise DataError(f"the run's data file {path} is missing; pass its new location with --data")
-    if file_sha256(path) != config["data_sha256"]:
-        raise DataError(f"{path} is not the file the run labeled (sha256 differs from config.json); "
-                        "pass the original file with --data")
-    try:
-        task = Task.from_dict(config["task"])
-    except TypeError as e:
-        raise RunError(f"{rd.path / 'config.json'}: task record not understood ({e}); was it written by a newer icm-lite?") from None
-    dataset = load_dataset(path, task)
-    labels, scores, sources = _read_labels(rd.path / "labels.jsonl", dataset)
-    summary = rd.read_json("summary.json") if (rd.path / "summary.json").exists() else None
-    return LabeledRun(rd.path, config, summary, dataset, labels, scores, sources)
-
-
-def _read_labels(path: Path, dataset: Dataset) -> tuple[tuple, tuple, tuple]:
-    """Labels, scores and sources aligned with the dataset; a row without "source" was labeled by the search, a
-    row whose label and source are null was not labeled yet (a stopped run)."""
-    if not path.exists():
-        raise RunError(f"{path} is missing: the run has not labeled anything yet")
-    rows = {}
-    for n, line in enumerate(path.read_bytes().splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            r = orjson.loads(line)
-            rows[str(r["id"])] = (r["label"], r.get("score"), r.get("source", "search"))
-        except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
-            raise RunError(f"{path}:{n} is damaged (expected {{\"id\", \"label\", \"score\"}})") from None
-        label, _, source = rows[str(r["id"])]
-        if source not in SOURCES and not (source is None and label is None):
-            raise RunError(f"{path}:{n}: unknown source {r['source']!r} (expected 'search', 'prediction' or 'pinned')")
-    ids = [ex.id for ex in dataset.examples]
-    missing = [i for i in ids if i not in rows]
-    if missing or len(rows) != len(ids):
-        raise RunError(f"{path} does not match the data file ({len(rows)} labels for {len(ids)} examples; "
-                       f"first missing id: {missing[0] if missing else 'none'})")
-    return tuple(zip(*(rows[i] for i in ids))) if ids else ((), (), ())
+def load_run(run_dir: str | Path, data: str | Path | None = None) -> SavedRun:
+    """The run's dataset (re-read and sha256-checked) with its labels. `data` overrides a moved file."""
+    return SavedRun.load(run_dir, data)
 
 
 def used_labels(run: LabeledRun, include_predicted: bool) -> tuple[bool | None, ...]:
@@ -307,7 +253,7 @@ def export_run(run: LabeledRun, out: str | Path, fmt: str, *, openai_dpo: bool =
         "split": {"seed": seed, "valid_fraction": valid_fraction, "test_fraction": test_fraction,
                   "by": "consistency group", "order": "shuffled by seed" if fmt == "kto" else "data file"},
         "lines": {s: meta[s] for s in SPLITS if meta[s]},  # lines[s][k] describes line k + 1 of s.jsonl
-        "config": run.config, "summary": run.summary,
+        "config": run.config.to_json(), "summary": run.summary,
     }
     write_atomic(out / METADATA, orjson.dumps(sidecar, option=orjson.OPT_INDENT_2))
     write_atomic(out / CARD, dataset_card(run, sidecar).encode("utf-8"))
@@ -318,8 +264,8 @@ def dataset_card(run: LabeledRun, sidecar: dict) -> str:
     """README.md for the export folder, as the Hugging Face Hub reads a dataset card: its splits in the YAML header,
     then where the labels come from (model, settings, how many searched, predicted and pinned, balance), agreement
     with gold when the run measured it, and the source data's license to fill in."""
-    cfg, summary = run.config or {}, run.summary or {}
-    search, batching = cfg.get("search") or {}, cfg.get("batching") or {}
+    cfg, summary = run.config, run.summary or {}
+    search, batching = dataclasses.asdict(cfg.search), dataclasses.asdict(cfg.batching)
     names = {"train": "train", "valid": "validation", "test": "test"}
     files = "".join(f"  - split: {names[s]}\n    path: {s}.jsonl\n" for s in sidecar["records"])
     sources = [src for y, src in zip(run.labels, run.sources) if y is not None]
@@ -329,7 +275,7 @@ def dataset_card(run: LabeledRun, sidecar: dict) -> str:
         settings += f", core {batching['core']}"
     gold = (f"{summary['agreement']:.1%} of {summary['agreement_n']} searched labels (evaluation only: the search "
             "never read them)" if summary.get("agreement") is not None else "not measured (the data has no gold labels)")
-    rows = [("model", f"{cfg.get('model') or '?'} (a pre-trained model; raw prompts, no chat template)"),
+    rows = [("model", f"{cfg.model_name or cfg.model or '?'} (a pre-trained model; raw prompts, no chat template)"),
             ("settings", settings or "?"), ("format", sidecar["format"]),
             ("records", ", ".join(f"{s}.jsonl {n}" for s, n in sidecar["records"].items())),
             ("labels", f"{sources.count('search')} searched, {sources.count('prediction')} predicted from them, "
@@ -343,7 +289,7 @@ def dataset_card(run: LabeledRun, sidecar: dict) -> str:
             "Elicitation of Language Models\") with icm_lite: the labels that a pre-trained model finds most mutually "
             "predictable and logically consistent. Where icm_lite differs from the authors' code, and why: "
             "icm_lite's docs/faithfulness.md.\n\n| | |\n|---|---|\n" + table +
-            f"\nThe records hold text from `{Path(str(cfg.get('data', '?'))).name}`: its license applies to this "
+            f"\nThe records hold text from `{Path(str(cfg.data)).name}`: its license applies to this "
             "dataset. Set `license:` above to it before you publish.\n")
 
 

@@ -34,10 +34,11 @@ from .backend import STATS, Backend
 from .batches import BatchView, choose_carried, choose_core, plan_batches, units
 from .config import RunConfig
 from .consistency import Consistency
-from .data import Dataset, absolute, file_sha256, load_dataset, present, resolve_data
-from .errors import RunError
+from .data import Dataset, absolute, file_sha256, load_dataset
+from .errors import DataError, RunError
 from .options import Batching, ModelOptions, core_size
 from .rundir import RunDir
+from .saved import check_data, load_config
 from .plan import Node
 from .scoring import Scorer, predict_after
 from .search import Event, Search, SearchConfig, budget
@@ -483,7 +484,7 @@ def resume(path: str | Path, given: dict | None = None, *, data: str | Path | No
 
     run_dir = RunDir.open(path, lock=True)
     try:
-        config = RunConfig.from_json(run_dir.read_json("config.json"), str(run_dir.path / "config.json"))
+        config = load_config(run_dir)
         given = dict(given or {})
         diffs = config.conflicts({k: v for k, v in given.items() if k not in ("task", "model")})
         if "task" in given and given["task"].to_dict() != config.task.to_dict():
@@ -493,13 +494,11 @@ def resume(path: str | Path, given: dict | None = None, *, data: str | Path | No
         if diffs:
             raise RunError(f"cannot resume {path}: {', '.join(diffs)}; leave out what differs to use the saved values")
         config = config.with_options(**{k: v for k, v in given.items() if k not in ("task", "model")})
-        src = Path(data) if data is not None else resolve_data(config.data, run_dir.path)
-        if not present(src):
-            raise RunError(f"cannot resume {path}: its data file {src} is missing; pass DATA if it moved")
-        got = file_sha256(src)
-        if got != config.data_sha256:
-            raise RunError(f"cannot resume {path}: {src} is not the file the run labeled (sha256 {got[:12]}…, "
-                           f"saved {config.data_sha256[:12]}…); restore it or start a new run")
+        try:
+            src = check_data(config, run_dir.path, data, moved="pass DATA if it moved",
+                             changed="restore it or start a new run")
+        except DataError as e:
+            raise RunError(f"cannot resume {path}: {e}") from None
         dataset = load_dataset(src, config.task)
         if backend is None:
             ref = resolve_model(config.model_path)

@@ -240,9 +240,12 @@ def make_run_dir(tmp_path, model_path="/nowhere/model.gguf"):
     run = tmp_path / "run"
     run.mkdir()
     # one thread: on a loaded machine llama.cpp's spinning threads make two ~8x slower than one
-    config = {"icm_lite": "0.1.0", "data": str(data), "data_sha256": hashlib.sha256(data.read_bytes()).hexdigest(),
-              "task": CLAIM.to_dict(), "model": "smollm2", "model_path": str(model_path),
-              "model_options": {"n_ctx": 1024, "n_threads": 1}, "search": {"seed": 0}}
+    from icm_lite.config import RunConfig
+    from icm_lite.options import ModelOptions
+
+    config = RunConfig(data=str(data), task=CLAIM, model="smollm2", model_options=ModelOptions(n_ctx=1024, n_threads=1),
+                       data_sha256=hashlib.sha256(data.read_bytes()).hexdigest(), model_name="smollm2",
+                       model_path=str(model_path)).to_json()
     (run / "config.json").write_bytes(orjson.dumps(config))
     icm = [y if i != 7 else None for i, (_, _, y) in enumerate(FACTS)]  # pretend ICM got 7 of 8, all right
     (run / "labels.jsonl").write_bytes(b"".join(orjson.dumps({"id": f"train{i}", "label": y, "score": None}) + b"\n"

@@ -94,8 +94,11 @@ def make_run(tmp_path, rows, task, name="run"):
     run = tmp_path / name
     run.mkdir()
     sha = hashlib.sha256(data.read_bytes()).hexdigest()
-    config = {"icm_lite": "0.1.0", "data": str(data), "data_sha256": sha, "task": task.to_dict(), "model": "smollm2",
-              "model_path": "/nowhere/model.gguf", "model_options": {"n_ctx": 2048}, "search": {"seed": 0}}
+    from icm_lite.config import RunConfig
+    from icm_lite.options import ModelOptions
+
+    config = RunConfig(data=str(data), task=task, model="smollm2", model_options=ModelOptions(n_ctx=2048),
+                       data_sha256=sha, model_name="smollm2", model_path="/nowhere/model.gguf").to_json()
     (run / "config.json").write_bytes(orjson.dumps(config))
     labels = [{"id": r["id"], "label": y, "score": None if y is None else (1.5 if y else -1.5)} for r, y in rows]
     (run / "labels.jsonl").write_bytes(b"".join(orjson.dumps(x) + b"\n" for x in labels))
