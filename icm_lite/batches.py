@@ -33,22 +33,7 @@ from typing import Hashable, Sequence
 from .backend import Backend
 from .errors import DataError
 from .plan import Item, Node
-from .tasks import Example
-
-
-def units(examples: Sequence[Example]) -> list[list[int]]:
-    """Indivisible units: each consistency group (in order of its first member), each lone example."""
-    out: list[list[int]] = []
-    where: dict[str, int] = {}
-    for i, ex in enumerate(examples):
-        if ex.group is None:
-            out.append([i])
-        elif ex.group in where:
-            out[where[ex.group]].append(i)
-        else:
-            where[ex.group] = len(out)
-            out.append([i])
-    return out
+from .tasks import Example, units
 
 
 def _greedy(cost: list[int], query: list[int], size: list[int], token_cap: float, count_cap: float) -> list[list[int]]:

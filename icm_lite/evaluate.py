@@ -32,7 +32,7 @@ from .export import LabeledRun, used_labels
 from .plan import Node
 from .run import agreement, batch_scorer
 from .scoring import Scorer
-from .tasks import Example
+from .tasks import Example, units
 
 CONDITIONS = {
     "icm": "many-shot, ICM labels",
@@ -100,11 +100,7 @@ def choose_demos(run: LabeledRun, k: int | None, seed: int) -> list[int]:
     labeled = [i for i, y in enumerate(run.labels) if y is not None]
     if k is None or k >= len(labeled):
         return labeled
-    groups: dict = {}
-    for i in labeled:
-        g = run.dataset.examples[i].group
-        groups.setdefault(g if g is not None else ("solo", i), []).append(i)
-    order = list(groups.values())
+    order = units(run.dataset.examples, set(labeled))
     random.Random(seed).shuffle(order)
     chosen: list[int] = []
     for members in order:

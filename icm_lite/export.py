@@ -29,11 +29,10 @@ from pathlib import Path
 
 import orjson
 
-from .data import Dataset
 from .errors import DataError, UserError
 from .rundir import write_atomic
 from .saved import SavedRun
-from .tasks import Task
+from .tasks import Task, units
 
 FORMATS = ("text", "prompt-completion", "messages", "kto", "preference")
 SPLITS = ("train", "valid", "test")
@@ -68,14 +67,6 @@ class Item:
     examples: tuple[int, ...]  # dataset indices behind the item
 
 
-def _units(dataset: Dataset) -> list[list[int]]:
-    """Consistency groups (ungrouped examples alone), in order of first appearance."""
-    units: dict = {}
-    for i, ex in enumerate(dataset.examples):
-        units.setdefault(ex.group if ex.group is not None else ("solo", i), []).append(i)
-    return list(units.values())
-
-
 def _claim_items(run: LabeledRun, labels: tuple, unit: list[int]) -> list[Item]:
     yes, no = run.dataset.task.label_words
     return [Item(run.dataset.examples[i].prompt, yes if labels[i] else no, no if labels[i] else yes, " ", (i,))
@@ -108,15 +99,15 @@ def _pair_item(run: LabeledRun, labels: tuple, unit: list[int], records: list[di
 
 def _items(run: LabeledRun, labels: tuple) -> tuple[list[list[Item]], int]:
     """Items per consistency group, and the number of labeled pairs that give no preference."""
-    units = _units(run.dataset)
+    groups = units(run.dataset.examples)
     if run.dataset.task.key != "pair":
-        return [_claim_items(run, labels, unit) for unit in units], 0
+        return [_claim_items(run, labels, unit) for unit in groups], 0
     from .data import read_records
 
     records = [r for _, r in read_records(run.dataset.source)]
     field = _prompt_field(run.dataset.task)
     items, no_preference = [], 0
-    for unit in units:
+    for unit in groups:
         it = _pair_item(run, labels, unit, records, field)
         no_preference += it is None and any(labels[i] is not None for i in unit)
         items.append([it] if it else [])

@@ -25,7 +25,7 @@ from typing import Hashable, Iterable, Sequence
 from .backend import Backend
 from .plan import LAYOUT, TAIL, Item, Node, build
 from .plan import layout as make_layout
-from .tasks import Example
+from .tasks import Example, units
 
 OBJECTIVES = ("code", "paper")
 Labels = Sequence[bool | None]
@@ -76,16 +76,12 @@ class Scorer:
                  tail: int = TAIL):
         self.backend = backend
         self.examples = examples
-        first: dict[Hashable, int] = {}
-        for i, ex in enumerate(examples):
-            first.setdefault(ex.group if ex.group is not None else ("solo", i), i)
-        self.rank = [(first[ex.group if ex.group is not None else ("solo", i)], i) for i, ex in enumerate(examples)]
-        self.order = sorted(range(len(examples)), key=self.rank.__getitem__)
+        groups = units(examples)  # canonical order: groups by first appearance, each in file order
+        first = {i: members[0] for members in groups for i in members}
+        self.rank = [(first[i], i) for i in range(len(examples))]
+        self.order = [i for members in groups for i in members]
         self.layout_kind = layout
-        units: dict[int, list[int]] = {}  # the groups in canonical order, keyed by their first example
-        for i in self.order:
-            units.setdefault(self.rank[i][0], []).append(i)
-        self.layout = make_layout(layout, self.order, seed, tail, list(units.values())) if examples else None
+        self.layout = make_layout(layout, self.order, seed, tail, groups) if examples else None
 
     @property
     def tokens(self) -> int:

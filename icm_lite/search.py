@@ -56,7 +56,7 @@ from .options import opt
 from .plan import LAYOUT, LAYOUTS, TAIL
 from .estimate import Block, horvitz_thompson
 from .scoring import OBJECTIVES, Scorer, aggregate, predictability, term, utility
-from .tasks import Example
+from .tasks import Example, units
 
 SCHEDULES = ("log", "exp")
 FIXES = ("code", "paper")
@@ -424,11 +424,7 @@ class Search:
         free = [i for i in range(len(self.examples)) if i not in self.pinned]
         if self.config.seeds == "examples":
             return self.rng.sample(free, min(k, len(free)))
-        units: dict = {}
-        for i in free:
-            ex = self.examples[i]
-            units.setdefault(ex.group if ex.group is not None else ("solo", i), []).append(i)
-        order = list(units.values())
+        order = units(self.examples, set(free))
         self.rng.shuffle(order)
         return [i for members in order for i in members][:k]
 

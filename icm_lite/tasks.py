@@ -195,6 +195,19 @@ class Task:
         }
 
 
+def units(examples, among=None) -> list[list[int]]:
+    """Consistency groups as lists of indices, in order of first appearance; an example without a group is a unit of
+    its own. `among`: only these indices (others are left out). The one grouping of examples every part uses.
+
+    Example: units([Example("a", "p", "g"), Example("b", "p"), Example("c", "p", "g")]) -> [[0, 2], [1]]
+    """
+    out: dict = {}
+    for i, ex in enumerate(examples):
+        if among is None or i in among:
+            out.setdefault(ex.group if ex.group is not None else ("solo", i), []).append(i)
+    return list(out.values())
+
+
 def _template_fields(template: str, task: str) -> list[str]:
     try:
         parsed = list(string.Formatter().parse(template))
