@@ -319,11 +319,13 @@ class Job:
         g = None if ev.example is None else idx[ev.example]
         labeled = [y for y in self.labels if y is not None]
         c = self.config.search
-        return Progress(ev, g, None if g is None else self.ids[g], b, len(self.batches), len(idx),
-                        len(self.carried_for(b)), self.iterations_done(), self.iterations_max(),
-                        len(self.labels), len(labeled), sum(labeled), c.alpha, self.stats(),
-                        agreement(self.labels, self.dataset.gold, self.pinned), budget(c, len(idx)),
-                        len(self.rest) - len(self.rest_todo()), len(self.rest))
+        return Progress(event=ev, example=g, example_id=None if g is None else self.ids[g], batch=b,
+                        n_batches=len(self.batches), batch_examples=len(idx), carried=len(self.carried_for(b)),
+                        iterations_done=self.iterations_done(), iterations_total=self.iterations_max(),
+                        examples=len(self.labels), labeled=len(labeled), true=sum(labeled), alpha=c.alpha,
+                        stats=self.stats(), gold=agreement(self.labels, self.dataset.gold, self.pinned),
+                        batch_iterations=budget(c, len(idx)), predicted=len(self.rest) - len(self.rest_todo()),
+                        rest=len(self.rest))
 
     def run_batch(self, b: int, on_event: Callable[[Progress], None] | None = None,
                   should_stop: Callable[[], bool] | None = None) -> bool:
