@@ -68,12 +68,12 @@ def measure(n: int, queries: int, iterations: int, length: int, seed: int) -> di
         x, new = ev.example, ev.new
         sampler.predict(x)
         labels = tuple(before.labels)
-        sampler._block = Block.pick(sampler.scorer.layout, sum(y is not None for y in labels), queries,
-                                    random.Random(coin.random()))
+        block = Block.pick(sampler.scorer.layout, sum(y is not None for y in labels), queries,
+                           random.Random(coin.random()))
         proposal = list(labels)
         proposal[x] = new
-        after, _ = sampler.fix(tuple(proposal), sampler._fix_rng(labels, f"{x}:{new}"), forced=True)
-        sampler._block = None
+        after, _ = sampler.fix(tuple(proposal), sampler._fix_rng(labels, f"{x}:{new}"), forced=True,
+                               evaluate=lambda labelings: sampler._estimate(labelings, block))
         est = after.U - before.U
         d = est / t - after.var / (2 * t * t)
         u = coin.random()

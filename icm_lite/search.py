@@ -255,14 +255,12 @@ class Search:
         self._memo: OrderedDict[tuple, _Eval] = OrderedDict()
         self._proposals: dict[tuple[int, bool], tuple[_Eval, int]] = {}  # for the current labeling
         self._predictions: dict[int, float] = {}  # unlabeled examples, for the current labeling
-        self._block: Block | None = None  # with --delta sample: this step's block of queries
         self._held: tuple[tuple, dict[int, float]] | None = None  # held-out log-odds of a labeling (warm annealing)
 
     # --- scoring ---------------------------------------------------------------------------------
     def _evaluate(self, labelings: list[tuple]) -> list[_Eval]:
-        """U of each labeling; the ones not in the memo are scored together, in one pass."""
-        if self._block is not None:
-            return self._estimate(labelings)
+        """U of each labeling, exactly; the ones not in the memo are scored together, in one pass. (An estimator:
+        `fix` takes this one or a sampled one, `_estimate` with a block.)"""
         todo = list(dict.fromkeys(lab for lab in labelings if lab not in self._memo))
         for lab, scores in zip(todo, self.scorer.scores(todo)):
             p = predictability(scores, lab, self.config.objective)
@@ -276,16 +274,12 @@ class Search:
             self._memo.popitem(last=False)
         return out
 
-    def _estimate(self, labelings: list[tuple]) -> list[_Eval]:
+    def _estimate(self, labelings: list[tuple], block: Block) -> list[_Eval]:
         """U of labelings that differ from the state's on a few examples, estimated (estimate.py): exact for the
         changed examples, the block's queries for the rest; all labelings and the state's in one pass."""
-        st, c, block = self.state, self.config, self._block
+        st, c = self.state, self.config
         if block.probability >= 1.0 and not st.estimated:  # the block is everything: score exactly, once
-            self._block = None
-            try:
-                return self._evaluate(labelings)
-            finally:
-                self._block = block
+            return self._evaluate(labelings)
         base = tuple(st.labels)
         labeled = [i for i, y in enumerate(base) if y is not None]
         wants_base: set[int] = set()
@@ -325,9 +319,7 @@ class Search:
 
     def _exact_state(self) -> None:
         """Replace the state's estimated P and U by exact ones (one leave-one-out pass)."""
-        block, self._block = self._block, None
         self._adopt(self._evaluate([tuple(self.state.labels)])[0])
-        self._block = block
 
     def _fix_rng(self, labels: tuple, tag: str) -> random.Random:
         """ConsistencyFix's own stream: a function of the seed, the labeling and the proposal."""
@@ -346,13 +338,15 @@ class Search:
         lab[i], lab[j] = option
         return tuple(lab)
 
-    def fix(self, labels: tuple, rng: random.Random, forced: bool) -> tuple[_Eval, int]:
+    def fix(self, labels: tuple, rng: random.Random, forced: bool, evaluate=None) -> tuple[_Eval, int]:
         """ConsistencyFix (Algorithm 2) on `labels`: the fixed labeling's evaluation and the fixes applied.
-        forced: apply the first fix whatever it does to U (the authors' code, on a proposal)."""
+        forced: apply the first fix whatever it does to U (the authors' code, on a proposal). evaluate: how U is
+        computed (default exactly, `_evaluate`; a sampled step passes its estimator)."""
         c = self.config
+        evaluate = evaluate or self._evaluate
         if c.fix == "paper":
-            return self._fix_paper(labels, rng)
-        cur = None if forced else self._evaluate([labels])[0]
+            return self._fix_paper(labels, rng, evaluate)
+        cur = None if forced else evaluate([labels])[0]
         fixes = 0
         for _ in range(c.fix_rounds):
             pairs = self.cons.inconsistent(labels)
@@ -364,7 +358,7 @@ class Search:
                 options = self._options(i, j, both_false=False)
                 if not options:
                     continue
-                opts = self._evaluate([self._with(labels, i, j, o) for o in options])
+                opts = evaluate([self._with(labels, i, j, o) for o in options])
                 best = max(opts, key=lambda e: e.U)  # the first of equals, as np.argmax
                 if cur is None or best.U >= cur.U:
                     taken = best
@@ -372,9 +366,9 @@ class Search:
             if taken is None:
                 break
             labels, cur, fixes = taken.labels, taken, fixes + 1
-        return (cur if cur is not None else self._evaluate([labels])[0]), fixes
+        return (cur if cur is not None else evaluate([labels])[0]), fixes
 
-    def _fix_paper(self, labels: tuple, rng: random.Random) -> tuple[_Eval, int]:
+    def _fix_paper(self, labels: tuple, rng: random.Random, evaluate) -> tuple[_Eval, int]:
         """A pair whose best option would lower U is not tried again until a fix changes the labeling: with the
         same labels it would score the same."""
         cur, fixes, tried = None, 0, set()
@@ -388,7 +382,7 @@ class Search:
                 tried.add((i, j))
                 continue
             opts = [self._with(labels, i, j, o) for o in options]
-            evals = self._evaluate(([labels] if cur is None else []) + opts)  # the first round scores D^ too
+            evals = evaluate(([labels] if cur is None else []) + opts)  # the first round scores D^ too
             if cur is None:
                 cur, evals = evals[0], evals[1:]
             best = max(evals, key=lambda e: e.U)
@@ -397,7 +391,7 @@ class Search:
                 tried.clear()
             else:
                 tried.add((i, j))
-        return (cur if cur is not None else self._evaluate([labels])[0]), fixes
+        return (cur if cur is not None else evaluate([labels])[0]), fixes
 
     # --- the search ----------------------------------------------------------------------------
     def _event(self, kind: str, **kw) -> Event:
@@ -553,14 +547,8 @@ class Search:
                                                  forced=self.config.fix == "code")
         after, fixes = self._proposals[(x, new)]
         delta = after.U - st.U
-        accept = delta > 0 or self.rng.random() < math.exp(delta / t)
-        changed = accept and after.labels != tuple(st.labels)
-        st.quiet = 0 if changed else st.quiet + 1
-        if accept:
-            self._adopt(after)
-            st.n_accepted += 1
-        return self._event("accept" if accept else "reject", example=x, old=old, new=new, delta=delta, fixes=fixes,
-                           cached=cached)
+        return self._decide(after, delta / t, "accept" if self._metropolis(delta / t) else "reject", example=x,
+                            old=old, new=new, delta=delta, fixes=fixes, cached=cached)
 
     def _sampled_step(self, x: int, old, new: bool, t: float) -> Event:
         """A proposal scored with an estimated dU (a fresh block every step, never cached), accepted by the penalty
@@ -569,23 +557,31 @@ class Search:
         st, c = self.state, self.config
         labels = tuple(st.labels)
         labeled = sum(y is not None for y in labels)
-        self._block = Block.pick(self.scorer.layout, labeled, c.queries, self._fix_rng(labels, f"block:{st.iteration}"))
-        try:
-            proposal = list(labels)
-            proposal[x] = new
-            after, fixes = self.fix(tuple(proposal), self._fix_rng(labels, f"{x}:{new}"), forced=c.fix == "code")
-        finally:
-            self._block = None
+        block = Block.pick(self.scorer.layout, labeled, c.queries, self._fix_rng(labels, f"block:{st.iteration}"))
+        proposal = list(labels)
+        proposal[x] = new
+        after, fixes = self.fix(tuple(proposal), self._fix_rng(labels, f"{x}:{new}"), forced=c.fix == "code",
+                                evaluate=lambda labelings: self._estimate(labelings, block))
         delta = after.U - st.U
         d = delta / t - after.var / (2 * t * t)
-        accept = d > 0 or self.rng.random() < math.exp(d)
-        changed = accept and after.labels != labels
+        return self._decide(after, d, "accept" if self._metropolis(d) else "reject", example=x, old=old, new=new,
+                            delta=delta, fixes=fixes, noise=math.sqrt(after.var))
+
+    def _metropolis(self, score: float) -> bool:
+        """Accept a proposal whose (penalised) dU / T is `score`: always when it is positive, else with probability
+        exp(score); the coin is drawn only then."""
+        return score > 0 or self.rng.random() < math.exp(score)
+
+    def _decide(self, after: _Eval, score: float, kind: str, **event) -> Event:
+        """The acceptance's consequences, the same for an exact and an estimated dU: the state, the quiet count."""
+        st = self.state
+        accept = kind == "accept"
+        changed = accept and after.labels != tuple(st.labels)
         st.quiet = 0 if changed else st.quiet + 1
         if accept:
             self._adopt(after)
             st.n_accepted += 1
-        return self._event("accept" if accept else "reject", example=x, old=old, new=new, delta=delta, fixes=fixes,
-                           noise=math.sqrt(after.var))
+        return self._event(kind, **event)
 
     def finished(self) -> bool:
         st, c = self.state, self.config

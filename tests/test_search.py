@@ -387,7 +387,6 @@ def _sampling_search(n=64, seed=0, queries=8):
     labels = [h if i % 5 else None for i, h in enumerate(hidden)]  # most labeled, a few not
     labels[3] = not labels[3]
     s.state.labels = labels
-    s._block = None
     s._adopt(s._evaluate([tuple(labels)])[0])  # an exact state
     return s, hidden
 
@@ -403,14 +402,13 @@ def test_the_estimated_delta_u_is_unbiased():
     for x, new in ((3, hidden[3]), (5, hidden[5]), (12, not hidden[12])):  # a flip back, an addition, a wrong flip
         proposal = list(base)
         proposal[x] = new
-        exact = s._evaluate([tuple(proposal)])[0].U - s.state.U  # no block: exact
+        exact = s._evaluate([tuple(proposal)])[0].U - s.state.U
         s.predict(x)
         ests, sds = [], []
         rng = _r.Random(x)
         for _ in range(400):
-            s._block = Block.pick(s.scorer.layout, sum(y is not None for y in base), 8, rng)
-            ev = s._evaluate([tuple(proposal)])[0]
-            s._block = None
+            block = Block.pick(s.scorer.layout, sum(y is not None for y in base), 8, rng)
+            ev = s._estimate([tuple(proposal)], block)[0]
             ests.append(ev.U - s.state.U)
             sds.append(math.sqrt(ev.var))
         mean = sum(ests) / len(ests)
