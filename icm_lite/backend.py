@@ -1,7 +1,10 @@
 """The backend contract: what scoring, batching and the run need from a model, and nothing more.
 
-A backend turns scoring plans (plan.py) into log-odds. `Backend` is the abstract base class that the llama.cpp
-backend (llama.py), the fake (fake.py) and one batch's view of either (batches.BatchView) implement:
+A backend turns scoring plans (plan.py) into log-odds. Two levels, as lm-evaluation-harness splits `LM` from
+`TemplateLM`:
+
+`Backend` (abstract): what the search, the scorer and the run call. The llama.cpp backend (llama.py), the fakes
+(fake.py) and one batch's view of either (batches.BatchView) implement it:
 
   prepare(examples, words)  tokenize every example once: as a query, and as a demonstration with either label
                             word (label word + blank line after the prompt); raise UserError/ModelError on
@@ -15,10 +18,19 @@ backend (llama.py), the fake (fake.py) and one batch's view of either (batches.B
                             decode_seconds, decode_calls (STATS)
   close()                   free what it holds (idempotent)
 
-Backends over one KV-cache sequence implement the four `plan.Ops` (mark, push, rewind, read) and inherit
-`run = plan.walk`: the one depth-first traversal, and `fan = plan.one_by_one` (llama.py overrides it to decode
-the leaves after a shared prefix together, as several sequences of one batch). `tests/test_backend_contract.py` runs the same conformance
-tests against every implementation. This module loads no model.
+`SequenceBackend(Backend)` (abstract): a backend over one KV-cache sequence implements the four `plan.Ops` that
+`plan.walk` drives depth-first, and inherits `run = walk` and `fan = plan.one_by_one`:
+
+  mark() -> int             the current context length
+  push(items, read)         append the items' tokens (reusing cells that already hold them); read: the last item
+                            is a query whose log-odds `read()` returns next
+  rewind(mark)              back to a marked length (cells past it may be kept for reuse)
+  read() -> float           the log-odds after the last push that read
+  fan(suffixes)             (optional) the log-odds after each suffix, each read after the current context;
+                            llama.py decodes them as sequences of one batch
+
+`tests/test_backend_contract.py` runs the same conformance tests against every implementation. This module loads
+no model.
 """
 
 from __future__ import annotations
@@ -33,6 +45,8 @@ STATS = ("tokens_evaluated", "tokens_reused", "naive_tokens", "decode_seconds", 
 
 
 class Backend(ABC):
+    """What the search, the scorer and the run need (module docstring)."""
+
     n_ctx: int
 
     @abstractmethod
@@ -46,13 +60,13 @@ class Backend(ABC):
     def prefix_length(self) -> int: ...
 
     @abstractmethod
+    def run(self, root: Node) -> dict[Hashable, float]: ...
+
+    @abstractmethod
     def stats(self) -> dict: ...
 
     @abstractmethod
     def reset_stats(self) -> None: ...
-
-    def run(self, root: Node) -> dict[Hashable, float]:
-        return walk(root, self)  # needs the Ops: mark, push, rewind, read
 
     @property
     def tokens_evaluated(self) -> int:
@@ -61,18 +75,24 @@ class Backend(ABC):
     def close(self) -> None:
         return None
 
-    # plan.Ops, for backends that run plans over one KV-cache sequence
-    def mark(self) -> int:
-        raise NotImplementedError
 
-    def push(self, items: Sequence[Item], read: bool) -> None:
-        raise NotImplementedError
+class SequenceBackend(Backend):
+    """A backend over one KV-cache sequence: the four plan.Ops, and `run` is the one depth-first traversal."""
 
-    def rewind(self, mark: int) -> None:
-        raise NotImplementedError
+    def run(self, root: Node) -> dict[Hashable, float]:
+        return walk(root, self)
 
-    def read(self) -> float:
-        raise NotImplementedError
+    @abstractmethod
+    def mark(self) -> int: ...
+
+    @abstractmethod
+    def push(self, items: Sequence[Item], read: bool) -> None: ...
+
+    @abstractmethod
+    def rewind(self, mark: int) -> None: ...
+
+    @abstractmethod
+    def read(self) -> float: ...
 
     def fan(self, suffixes: Sequence[Sequence[Item]]) -> list[float]:
         return one_by_one(self, suffixes)  # a backend that decodes several sequences at once overrides it

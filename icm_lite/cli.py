@@ -14,7 +14,7 @@ import click
 import orjson
 
 from .distributed import RayOptions
-from .errors import IcmError, InternalError, Interrupted, UserError
+from .errors import IcmError, InternalError, Interrupted, UserError, one_line
 from .options import Batching, ModelOptions, cli_fields
 from .search import SearchConfig
 
@@ -45,7 +45,7 @@ class _Group(click.Group):
                 raise
             prefix = "internal error" if isinstance(e, InternalError) else "error"
             hint = " (run with --debug for the traceback)" if isinstance(e, InternalError) else ""
-            click.echo(f"{prefix}: {self._one_line(e)}{hint}", err=True)
+            click.echo(f"{prefix}: {one_line(e)}{hint}", err=True)
             ctx.exit(e.exit_code)
         except KeyboardInterrupt:
             if debug:
@@ -60,13 +60,10 @@ class _Group(click.Group):
                 where = f" ({e.filename})" if e.filename else ""
                 click.echo(f"error: {e.strerror}{where}", err=True)
                 ctx.exit(2)
-            click.echo(f"internal error: {type(e).__name__}: {self._one_line(e)} (run with --debug for the traceback)",
+            click.echo(f"internal error: {type(e).__name__}: {one_line(e)} (run with --debug for the traceback)",
                        err=True)
             ctx.exit(1)
 
-    @staticmethod
-    def _one_line(e: BaseException) -> str:
-        return " ".join(line.strip() for line in str(e).splitlines() if line.strip()) or type(e).__name__
 
 
 @click.group(cls=_Group)

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import orjson
 
-from .errors import DataError
+from .errors import DataError, show
 from .tasks import Example, Task
 
 
@@ -296,11 +296,6 @@ def _kind(value) -> str:
             float: "a number", type(None): "null"}.get(type(value), type(value).__name__)
 
 
-def _show(value, limit: int = 60) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
 _TEXT_GOLD = {"true": True, "false": False, "1": True, "0": False, "yes": True, "no": False}
 
 
@@ -314,12 +309,12 @@ def _gold(value, where: str, field: str, text: bool = False) -> bool | None:
     if text and isinstance(value, str) and value.strip().lower() in _TEXT_GOLD:
         return _TEXT_GOLD[value.strip().lower()]
     words = "true/false, yes/no or 1/0 (or empty)" if text else "true/false or 1/0 (or null)"
-    raise DataError(f"{where}: label field {field!r} must be {words}, not {_show(value)}")
+    raise DataError(f"{where}: label field {field!r} must be {words}, not {show(value)}")
 
 
 def _scalar(value, where: str, field: str) -> str:
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-        raise DataError(f"{where}: field {field!r} must be a string or number, not {_show(value)}")
+        raise DataError(f"{where}: field {field!r} must be a string or number, not {show(value)}")
     return str(value)
 
 
@@ -401,7 +396,7 @@ def read_pins(path: str | Path, label_words: tuple[str, str]) -> dict[str, bool]
             y = words[value.strip().lower()]
         else:
             raise DataError(f"{where}: pinned label must be {label_words[0]}/{label_words[1]}, true/false or 1/0, "
-                            f"not {_show(value)}")
+                            f"not {show(value)}")
         ex_id = _scalar(r["id"], where, "id")
         if ex_id in pins and pins[ex_id] != y:
             raise DataError(f"{where}: id {ex_id!r} is pinned twice, to different labels")

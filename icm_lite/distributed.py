@@ -36,6 +36,7 @@ from typing import Any, Callable, Sequence
 from .backend import Backend
 from .data import Dataset
 from .errors import IcmError, InternalError, ModelError, RunError, UserError
+from .errors import one_line as errors_one_line
 from .options import ModelOptions, opt
 from .plan import Node, trie
 from .run import batch_row, batch_search, fill
@@ -73,8 +74,7 @@ def need_ray():
 
 
 def one_line(e: BaseException) -> str:
-    text = " ".join(line.strip() for line in str(e).splitlines() if line.strip())
-    return text if isinstance(e, IcmError) else f"{type(e).__name__}: {text}" if text else type(e).__name__
+    return errors_one_line(e, typed=True)
 
 
 @dataclass(frozen=True)

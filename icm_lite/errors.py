@@ -46,3 +46,18 @@ class Interrupted(IcmError):
         super().__init__(message)
         self.signum = signum
         self.exit_code = 128 + signum
+
+
+def one_line(e: BaseException, typed: bool = False) -> str:
+    """An exception's message on one line (its lines joined); typed: prefix the type of one that is not an
+    IcmError (a library's exception, which names itself only by its type)."""
+    text = " ".join(line.strip() for line in str(e).splitlines() if line.strip())
+    if typed and not isinstance(e, IcmError):
+        return f"{type(e).__name__}: {text}" if text else type(e).__name__
+    return text or type(e).__name__
+
+
+def show(value, limit: int = 60) -> str:
+    """A value for an error message, cut to one short line."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"

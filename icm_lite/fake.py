@@ -30,12 +30,12 @@ from __future__ import annotations
 import random
 from typing import Sequence
 
-from .backend import STATS, Backend
+from .backend import STATS, SequenceBackend
 from .errors import UserError
 from .plan import Item
 
 
-class FakeBackend(Backend):
+class FakeBackend(SequenceBackend):
     def __init__(self, hidden: Sequence[bool], lengths: Sequence[int] | None = None, *, prior: float = 1.0,
                  follow: float = 3.0, m0: float = 8.0, noise: float = 0.5, seed: int = 0, demo_extra: int = 3,
                  recency: float = 0.0, n_ctx: int = 1_000_000):

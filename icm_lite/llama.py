@@ -28,7 +28,7 @@ from typing import Hashable, Sequence
 
 import numpy as np
 
-from .backend import STATS, Backend
+from .backend import STATS, SequenceBackend
 from .errors import ModelError, UserError
 from .options import ModelOptions
 from .plan import Item, Node, one_by_one, walk
@@ -121,7 +121,7 @@ def default_threads(sample: float = 0.2) -> int:
     return max(1, physical_cores() - int(busy_cores(sample) + 0.5))
 
 
-class LlamaBackend(Backend):
+class LlamaBackend(SequenceBackend):
     RECHECK_SECONDS = 5.0  # decode time between checks of how many cores are free (automatic threads only)
 
     def __init__(self, model_path: str, opts: ModelOptions | None = None):

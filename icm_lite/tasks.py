@@ -19,7 +19,7 @@ from pathlib import Path
 
 import orjson
 
-from .errors import DataError
+from .errors import DataError, show
 
 RELATIONS = ("none", "contradiction", "asymmetry")
 
@@ -116,17 +116,17 @@ class Task:
             nullable = k in ("key", "group_field")
             if k in spec and not (isinstance(spec[k], str) and spec[k] or nullable and spec[k] is None):
                 want = "a non-empty string or null" if nullable else "a non-empty string"
-                raise DataError(f"task file {p}: {k!r} must be {want}, not {_show(spec[k])}")
+                raise DataError(f"task file {p}: {k!r} must be {want}, not {show(spec[k])}")
         words = spec.get("label_words", ["True", "False"])
         if not (isinstance(words, list) and len(words) == 2 and all(isinstance(w, str) and w.strip() for w in words)):
-            raise DataError(f"task file {p}: label_words must be two non-empty strings, not {_show(words)}")
+            raise DataError(f"task file {p}: label_words must be two non-empty strings, not {show(words)}")
         words = tuple(w.strip() for w in words)
         if any(ch.isspace() for w in words for ch in w) or words[0].lower() == words[1].lower():
             raise DataError(f"task file {p}: label_words must be two different single words, not {list(words)}")
         spec["label_words"] = words
         strip = spec.get("strip_newlines", [])
         if not (isinstance(strip, list) and all(isinstance(f, str) for f in strip)):
-            raise DataError(f"task file {p}: strip_newlines must be a list of field names, not {_show(strip)}")
+            raise DataError(f"task file {p}: strip_newlines must be a list of field names, not {show(strip)}")
         spec["strip_newlines"] = tuple(strip)
         spec.setdefault("name", p.stem)
         try:
@@ -175,7 +175,7 @@ class Task:
                 raise DataError(f"{where} has no field {f!r} (task {self.name!r} needs: {', '.join(self.fields)})")
             v = record[f]
             if isinstance(v, (dict, list)) or v is None:
-                raise DataError(f"{where}: field {f!r} must be a string or number, not {_show(v)}")
+                raise DataError(f"{where}: field {f!r} must be a string or number, not {show(v)}")
             values[f] = str(v).replace("\n", "") if f in self.strip_newlines else str(v)
         return self.template.format(**values)
 
@@ -224,12 +224,6 @@ def _template_fields(template: str, task: str) -> list[str]:
         if name not in names:
             names.append(name)
     return names
-
-
-def _show(value, limit: int = 60) -> str:
-    """A value for an error message, cut to one short line."""
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 _CLAIM = "Question: {question}\nClaim: {choice}\nI think this claim is"
