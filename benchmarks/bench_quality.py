@@ -256,7 +256,7 @@ def table(paths: list[str]) -> None:
             runs.setdefault((r["dataset"], r["setting"]), []).append(r)
     print("| dataset | examples (searched) | zero-shot | zero-shot decoded | gold many-shot | peer: agreement | peer: passes "
           "| peer: tokens | ICM default: agreement | default: rest predicted | default: tokens | ICM cold: agreement "
-          "| cold: tokens | default / cold tokens | seeds | verdict |")
+          "| cold: tokens | default / cold tokens | seeds: peer/default/cold | verdict |")
     print("|" + "---|" * 16)
     names = list(dict.fromkeys([r["dataset"] for r in rows if r["kind"] in ("baseline", "peer", "run")]))
     for name in names:
@@ -283,7 +283,7 @@ def table(paths: list[str]) -> None:
               f"{pct(b['gold_many_shot']) if 'gold_many_shot' in b else '—'} | {cell(ps, 'agreement', pct)} | {passes} | "
               f"{cell(ps, 'tokens', count)} | {cell(warm, 'agreement', pct)} | {cell(warm, 'agreement_rest', pct)} | "
               f"{cell(warm, 'tokens', count)} | {cell(cold, 'agreement', pct)} | {cell(cold, 'tokens', count)} | {ratio} | "
-              f"{max(len(warm), len(cold), len(ps))} | {verdict} |")
+              f"{len(ps)}/{len(warm)}/{len(cold)} | {verdict} |")
 
 
 if __name__ == "__main__":
