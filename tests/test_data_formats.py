@@ -190,3 +190,12 @@ def test_fuzzed_parquet_bytes_are_one_error(tmp_path_factory, data):
         read_records(p)
     except IcmError:
         pass
+
+
+@needs_datasets
+def test_a_hub_dataset_not_in_the_cache_is_one_line_and_nothing_is_downloaded(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-hf-home"))
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # were anything fetched, it would fail differently
+    with pytest.raises(DataError, match=r"hf:nobody/nothing@train: not in the local Hugging Face cache"):
+        read_records("hf:nobody/nothing@train")
+    assert not any((tmp_path / "empty-hf-home").rglob("*.arrow"))
