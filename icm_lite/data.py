@@ -97,30 +97,29 @@ def read_records(path: str | Path) -> list[tuple[str, dict]]:
     return _read_json(p)
 
 
-def _read_bytes(p: Path) -> bytes:
+def read_text(p: Path, what: str = "data file") -> str:
+    """A UTF-8 text file (a BOM dropped), or a DataError naming the file (as `what`), and the line of a bad byte.
+    The one way icm_lite reads the text files users give it: data files, task files."""
     try:
-        return p.read_bytes()
+        raw = p.read_bytes()
     except FileNotFoundError:
-        raise DataError(f"data file {p} does not exist") from None
+        raise DataError(f"{what} {p} does not exist") from None
     except IsADirectoryError:
-        raise DataError(f"data file {p} is a directory") from None
+        raise DataError(f"{what} {p} is a directory") from None
     except OSError as e:
-        raise DataError(f"cannot read data file {p}: {e.strerror or e}") from None
-
-
-def _read_text(p: Path) -> str:
-    raw = _read_bytes(p)
+        raise DataError(f"cannot read {what} {p}: {e.strerror or e}") from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
         line = raw[: e.start].count(b"\n") + 1
-        raise DataError(f"{p}:{line}: not UTF-8 text (byte 0x{raw[e.start]:02x} at offset {e.start}); "
+        named = "" if what == "data file" else f"{what} "
+        raise DataError(f"{named}{p}:{line}: not UTF-8 text (byte 0x{raw[e.start]:02x} at offset {e.start}); "
                         "save the file as UTF-8") from None
     return text.removeprefix("\ufeff")
 
 
 def _read_json(p: Path) -> list[tuple[str, dict]]:
-    text = _read_text(p)
+    text = read_text(p)
     stripped = text.lstrip(" \t\r\n")
     if not stripped:
         raise DataError(f"{p}: the dataset is empty")
@@ -154,7 +153,7 @@ def _read_csv(p: Path, delimiter: str) -> list[tuple[str, dict]]:
     import csv
     import io
 
-    text = _read_text(p)
+    text = read_text(p)
     if "\0" in text:
         line = text[: text.index("\0")].count("\n") + 1
         raise DataError(f"{p}:{line}: a NUL byte; is this a text file?")
@@ -205,7 +204,8 @@ def _read_parquet(p: Path) -> list[tuple[str, dict]]:
         import pyarrow.parquet as pq
     except ImportError:
         raise DataError(f"{p}: reading Parquet needs pyarrow: pip install 'icm-lite[parquet]'") from None
-    _read_bytes(p)  # the same errors as the other formats for a missing file or a folder
+    if not p.is_file():
+        read_text(p)  # the same error as the other formats for a missing file or a folder
     try:
         table = pq.read_table(p)
     except Exception as e:  # pyarrow raises ArrowInvalid, OSError, ... for a damaged file

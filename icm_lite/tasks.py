@@ -85,22 +85,10 @@ class Task:
 
     @staticmethod
     def from_file(path: str | Path) -> "Task":
+        from .data import read_text  # data.py reads records with tasks: imported here, where it is used
+
         p = Path(path)
-        try:
-            raw = p.read_bytes()
-        except FileNotFoundError:
-            raise DataError(f"task file {p} does not exist") from None
-        except IsADirectoryError:
-            raise DataError(f"task file {p} is a directory") from None
-        except OSError as e:
-            raise DataError(f"cannot read task file {p}: {e.strerror or e}") from None
-        if raw.startswith(b"\xef\xbb\xbf"):
-            raw = raw[3:]
-        try:
-            raw.decode("utf-8")
-        except UnicodeDecodeError as e:
-            line = raw[: e.start].count(b"\n") + 1
-            raise DataError(f"task file {p}:{line}: not UTF-8 text (byte 0x{raw[e.start]:02x} at offset {e.start})") from None
+        raw = read_text(p, "task file")
         try:
             spec = orjson.loads(raw)
         except orjson.JSONDecodeError as e:
