@@ -247,8 +247,8 @@ def test_two_llama_workers_give_the_plain_labels(tmp_path, cluster, smollm2_path
                                                                          33, 40, 3, 16])]
     data = tmp_path / "numbers.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    opts = ["--model", str(smollm2_path), "--n-ctx", "160", "--carry", "2", "--iterations", "4", "--init-k", "4",
-            "--n-threads", "1", "--seed", "0", "--plain", "--json"]
+    opts = ["--model", str(smollm2_path), "--n-ctx", "160", "--core", "all", "--init", "seeds", "--carry", "2",
+            "--iterations", "4", "--init-k", "4", "--n-threads", "1", "--seed", "0", "--plain", "--json"]
     out = {}
     for name, extra in (("plain", []), ("w2", ["--workers", "2"])):
         res = CliRunner().invoke(main, ["label", str(data), "--out", str(tmp_path / name), *opts, *extra])

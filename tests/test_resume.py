@@ -266,8 +266,8 @@ def _kill_when(cmd, log: Path, event: dict, env, timeout=600) -> list[dict]:
 @pytest.mark.model
 def test_sigkill_twice_then_resume_matches_an_uninterrupted_run(tmp_path, smollm2_path):
     data = _claims(tmp_path / "numbers.jsonl")
-    opts = ["--model", str(smollm2_path), "--n-ctx", "256", "--carry", "2", "--iterations", "4", "--init-k", "4",
-            "--n-threads", "1", "--seed", "0"]
+    opts = ["--model", str(smollm2_path), "--n-ctx", "256", "--core", "all", "--init", "seeds", "--carry", "2",
+            "--iterations", "4", "--init-k", "4", "--n-threads", "1", "--seed", "0"]
     env = _env(tmp_path)
     t0 = time.monotonic()
     ref = subprocess.run([str(ICM), "label", str(data), "--out", str(tmp_path / "ref"), *opts, "--json"],
