@@ -17,6 +17,7 @@ Example: load_dataset("examples/reviews.jsonl", Task.resolve("examples/reviews.t
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -255,24 +256,33 @@ def _hub_name(spec: str) -> tuple[str, str | None]:
     return name, split or None
 
 
-def _read_hub(spec: str) -> list[tuple[str, dict]]:
-    """A dataset from the local Hugging Face cache only (HF_DATASETS_OFFLINE is set while loading)."""
-    import os
+@contextlib.contextmanager
+def _offline(datasets):
+    """Hugging Face libraries offline while a cached dataset is read: their flags are read from the environment at
+    import, so the module flags themselves are set (and restored), and nothing is fetched or retried."""
+    from huggingface_hub import constants
 
+    flags = [(datasets.config, "HF_HUB_OFFLINE"), (datasets.config, "HF_DATASETS_OFFLINE"), (constants, "HF_HUB_OFFLINE")]
+    saved = [(mod, name, getattr(mod, name)) for mod, name in flags if hasattr(mod, name)]
+    for mod, name, _ in saved:
+        setattr(mod, name, True)
+    try:
+        yield
+    finally:
+        for mod, name, value in saved:
+            setattr(mod, name, value)
+
+
+def _read_hub(spec: str) -> list[tuple[str, dict]]:
+    """A dataset from the local Hugging Face cache only (`_offline`)."""
     datasets = _datasets()
     name, split = _hub_name(spec)
-    before = os.environ.get("HF_DATASETS_OFFLINE")
-    os.environ["HF_DATASETS_OFFLINE"] = "1"
     try:
-        ds = datasets.load_dataset(name, split=split)
+        with _offline(datasets):
+            ds = datasets.load_dataset(name, split=split)
     except Exception as e:
         raise DataError(f"{spec}: not in the local Hugging Face cache, or not readable ({_first_line(e)}); "
                         "download it where the Hub is reachable, or save it with save_to_disk and pass the folder") from None
-    finally:
-        if before is None:
-            os.environ.pop("HF_DATASETS_OFFLINE", None)
-        else:
-            os.environ["HF_DATASETS_OFFLINE"] = before
     return _hf_rows(spec, ds, split)
 
 
@@ -280,9 +290,8 @@ def _hub_fingerprint(spec: str) -> str:
     """What identifies a cached Hugging Face dataset: its cache files' sha256 (the resume check compares it)."""
     datasets = _datasets()
     name, split = _hub_name(spec)
-    os_env = __import__("os").environ
-    os_env.setdefault("HF_DATASETS_OFFLINE", "1")
-    ds = datasets.load_dataset(name, split=split)
+    with _offline(datasets):
+        ds = datasets.load_dataset(name, split=split)
     parts = ds.values() if hasattr(ds, "values") else [ds]
     h = hashlib.sha256()
     for d in parts:
