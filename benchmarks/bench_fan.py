@@ -6,7 +6,7 @@ queries both ways on the same backend, in the same run, and reports tokens, seco
 far the log-odds moved (multi-sequence decodes are not bit-identical to single ones: benchmarks/README.md).
 
   python benchmarks/bench_fan.py [--model NAME|PATH] [--data FILE --task TASK] [--demos 64] [--queries 96]
-                                 [--repeats 3] [--n-gpu-layers N]
+                                 [--repeats 3] [--n-gpu-layers N] [--fan 16]
 
 Check the load first (`uptime`): llama.cpp's threads spin-wait, and a busy neighbour voids the seconds.
 """
@@ -40,6 +40,7 @@ def main() -> None:
     ap.add_argument("--n-ctx", type=int, default=8192)
     ap.add_argument("--n-gpu-layers", type=int, default=0)
     ap.add_argument("--n-threads", type=int, default=None)
+    ap.add_argument("--fan", type=int, default=16, help="queries per llama_decode on the fanned side (--fan)")
     ap.add_argument("--json", action="store_true", help="one JSON object instead of the table (gpu_check.sh)")
     args = ap.parse_args()
 
@@ -49,7 +50,7 @@ def main() -> None:
     ds = load_dataset(args.data, task)
     ref = resolve_model(args.model)
     b = LlamaBackend(str(ref.path), ModelOptions(n_ctx=args.n_ctx, n_gpu_layers=args.n_gpu_layers,
-                                                 n_threads=args.n_threads))
+                                                 n_threads=args.n_threads, fan=args.fan))
     b.prepare(ds.examples, task.label_words)
     demos = tuple((i, ds.gold[i]) for i in range(args.demos))
     queries = list(range(args.demos, args.demos + args.queries))

@@ -56,9 +56,10 @@ class ModelOptions:
     flash_attn: bool = opt(False, "Flash attention (faster on GPU; moves scores by ~0.1 nats).", flag=True)
     kv_type: str = opt("f16", "KV-cache type: f16, f32 (twice the memory) or q8_0 (half; for 8B models on small GPUs; "
                               "moves scores).", choices=KV_TYPES)
-    fan: int = opt(16, "Queries decoded together, as sequences of one llama_decode, when many follow one prefix (the "
-                       "rest of a run predicted after its core). 1 = one at a time, bit-identical to a from-scratch "
-                       "decode; more is faster (1.25x on 2 CPU cores) but moves log-odds by up to ~0.25 nats.",
+    fan: int = opt(1, "Queries decoded together, as sequences of one llama_decode, when many follow one prefix (the "
+                      "rest of a run predicted after its core). 1 = one at a time, bit-identical to a from-scratch "
+                      "decode. More (e.g. 16, for GPUs: benchmarks/gpu_check.sh measures it) moves log-odds, by up to "
+                      "0.6 nats measured, and was no faster on 2 CPU cores (0.98x, benchmarks/README.md).",
                    min=1, resumable=False)
 
 

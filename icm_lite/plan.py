@@ -59,7 +59,7 @@ class Node:
     """items: pushed on entering; read: keys of the log-odds read after them; fan: the children are leaves that
     may be decoded together (`Ops.fan`), each read after this node's context. Only plans whose reads are not
     compared across labelings set it (the rest predicted after a core): llama.cpp's multi-sequence decode moves
-    log-odds by up to ~0.2 nats against one sequence at a time (benchmarks/README.md, bench_fan)."""
+    log-odds by up to ~0.5 nats against one sequence at a time (benchmarks/README.md, bench_fan)."""
 
     items: tuple[Item, ...]
     children: list["Node"] = field(default_factory=list)
