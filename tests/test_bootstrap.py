@@ -99,6 +99,23 @@ def test_passes_that_do_not_settle_fall_back_to_the_cold_start(monkeypatch):
     assert seed.temperature == COLD_T0 and events[-1].iteration == 30 and events[-1].stop == "iterations"
 
 
+def test_the_fall_back_makes_the_cold_searchs_decisions():
+    """After passes that do not settle, the batch is the `--init seeds` search with the same seed, step for step:
+    the same seed labels, proposals, U and acceptances (the passes draw nothing from the search's random stream)."""
+    examples, hidden = pairs(12, seed=8)
+
+    def trace(init):
+        s = search(examples, FakeBackend(hidden, seed=8, noise=1.5), init=init, passes=1, iterations=60, seed=3)
+        if init == "bootstrap":
+            s._zero_shot_start = lambda: balanced(24, random.Random(4))  # the first pass changes labels
+        events = list(s.events())
+        start = next(k for k, e in enumerate(events) if e.kind == "seed")
+        assert init == "seeds" or events[start].changed > 0
+        return [(e.kind, e.example, e.new, round(e.U, 9), e.n_labeled) for e in events[start:]], s.state.labels
+
+    assert trace("bootstrap") == trace("seeds")
+
+
 @pytest.mark.parametrize("cut", [1, 2, 3])
 def test_a_warm_search_resumes_identically_from_any_event(cut):
     examples, hidden = pairs(16, seed=6)
