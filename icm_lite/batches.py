@@ -28,7 +28,7 @@ Example: plan_batches(examples, [20] * 100, [18] * 100, n_ctx=512, prefix=1) -> 
 from __future__ import annotations
 
 import math
-from typing import Hashable, Sequence
+from typing import Collection, Hashable, Sequence
 
 from .backend import Backend
 from .errors import DataError
@@ -110,10 +110,11 @@ def spread(m: int) -> list[int]:
 
 
 def choose_core(examples: Sequence[Example], demo_len: Sequence[int], query_len: Sequence[int], n_ctx: int,
-                prefix: int = 0, limit: int | None = None) -> list[int]:
+                prefix: int = 0, limit: int | None = None, first: Collection[int] = ()) -> list[int]:
     """The core: whole consistency groups drawn evenly across the file, as many as fit one context together with the
     longest query of the data (the rest is predicted after the whole core), and at most `limit` examples when given
-    (a group is never split, so the core may end below it). Returned in file order.
+    (a group is never split, so the core may end below it). The groups of `first` (pinned examples: labels a person
+    gave, demonstrations of the rest like the core's) come first, and must fit. Returned in file order.
 
     Example: choose_core(examples, [20] * 1000, [18] * 1000, n_ctx=8192, prefix=1) -> about 400 indices
     """
@@ -123,9 +124,14 @@ def choose_core(examples: Sequence[Example], demo_len: Sequence[int], query_len:
     cap = math.inf if limit is None else limit
     chosen: list[int] = []
     tokens = count = 0
-    for u in spread(len(us)):
+    must = [u for u, members in enumerate(us) if any(i in first for i in members)]
+    skip = set(must)
+    for u in must + [u for u in spread(len(us)) if u not in skip]:
         c, n = sum(demo_len[i] for i in us[u]), len(us[u])
         if tokens + c > room or count + n > cap:
+            if u in skip:
+                raise DataError(f"the pinned examples' groups do not fit one context with a query (n_ctx={n_ctx}, "
+                                "--core): raise --n-ctx or --core, or pin fewer")
             continue  # a smaller group further on may still fit
         chosen.extend(us[u])
         tokens, count = tokens + c, count + n

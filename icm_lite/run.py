@@ -75,10 +75,12 @@ def plan_for(dataset: Dataset, backend: Backend, n_ctx: int, batch_size: int | N
     return plan_batches(dataset.examples, demo, query, n_ctx, backend.prefix_length, batch_size, carry)
 
 
-def plan_core(dataset: Dataset, backend: Backend, n_ctx: int, batching: Batching) -> tuple[list[list[int]], int, list[int]]:
+def plan_core(dataset: Dataset, backend: Backend, n_ctx: int, batching: Batching,
+              pinned: Collection[int] = ()) -> tuple[list[list[int]], int, list[int]]:
     """What a run searches and what it predicts: (batches, carried, rest). With --core auto or N, a data set that does
-    not fit one context (or is larger than N or --batch-size) is one searched core (batches.choose_core) and a rest
-    predicted from it; otherwise it is the batches of plan_for and no rest (--core all: always)."""
+    not fit one context (or is larger than N or --batch-size) is one searched core (batches.choose_core; the pinned
+    examples' groups first) and a rest predicted from it; otherwise it is the batches of plan_for and no rest
+    (--core all: always)."""
     n = len(dataset.examples)
     batches, carried = plan_for(dataset, backend, n_ctx, batching.batch_size, batching.carry)
     size = core_size(batching.core)
@@ -86,7 +88,7 @@ def plan_core(dataset: Dataset, backend: Backend, n_ctx: int, batching: Batching
     if size == 0 or (len(batches) == 1 and limit >= n):
         return batches, carried, []
     demo, query = _lengths(dataset, backend)
-    core = choose_core(dataset.examples, demo, query, n_ctx, backend.prefix_length, limit)
+    core = choose_core(dataset.examples, demo, query, n_ctx, backend.prefix_length, limit, first=pinned)
     chosen = set(core)
     return [core], 0, [i for i in range(n) if i not in chosen]
 
@@ -445,7 +447,7 @@ class Job:
             only = agreement([filled[i] if i in self.predicted else None for i in range(len(filled))], gold)
             if only is not None:
                 out["agreement_predicted"], out["agreement_predicted_n"] = only
-        searched = [i for b in self.batches for i in b]  # with --core, the core: the rest costs no extra queries
+        searched = [i for b in self.batches for i in b if i not in self.pinned]  # the core's, not the rest's
         zs = self.backend.run(Node((), [Node(((i, None),), [], (i,)) for i in searched]))
         out["zero_shot_accuracy"], out["zero_shot_n"] = agreement(
             [zs[i] > 0 if i in zs else None for i in range(len(self.dataset))], gold)
@@ -471,7 +473,9 @@ def start(config: RunConfig, out: str | Path, *, force: bool = False, backend: B
         announce(f"loading {ref.name} ({ref.path})")
         backend = open_backend(ref.path, config.model_options)
     backend.prepare(dataset.examples, config.task.label_words)
-    batches, carried, rest = plan_core(dataset, backend, config.model_options.n_ctx, config.batching)
+    where = {ex.id: i for i, ex in enumerate(dataset.examples)}
+    pinned = {where[ex_id] for ex_id, _ in (config.pins or ())}
+    batches, carried, rest = plan_core(dataset, backend, config.model_options.n_ctx, config.batching, pinned)
     config = replace(config, batches=tuple(tuple(b) for b in batches), carried=carried, rest=tuple(rest))
     run_dir = RunDir.create(out, force=force)
     run_dir.write_json("config.json", config.to_json())

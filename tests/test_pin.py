@@ -122,3 +122,23 @@ def test_pinning_the_least_sure_tenth_with_its_right_labels_raises_agreement_on_
         after.append(sum(st2.labels[i] == hidden[i] for i in rest) / len(rest))
     assert sum(after) / 6 >= sum(before) / 6, (before, after)
     print("agreement on the rest, before / after pinning the least sure tenth:", before, after)
+
+
+def test_pins_outside_the_core_join_it_and_the_rest_still_fits_one_context(tmp_path):
+    """A file larger than one context: its core fills the context. Pinned examples are demonstrations of the rest,
+    so their groups go into the core first (instead of onto the rest's prefix, past n_ctx), and a review CSV of the
+    predicted rest pins as the README shows."""
+    data, task = "benchmarks/data/meals.jsonl", "benchmarks/data/meals.task.json"
+    args = ["label", data, "--task", task, "--model", "fake", "--n-ctx", "2048", "--plain", "--json"]
+    res = CliRunner().invoke(main, args + ["--out", str(tmp_path / "a")])
+    assert res.exit_code == 0, res.output
+    ids = [json.loads(line)["id"] for line in open(data)]
+    pinned = [ids[i] for i in json.loads((tmp_path / "a" / "config.json").read_text())["rest"]][::7][:12]
+    pins = tmp_path / "pins.csv"
+    pins.write_text("id,label\n" + "".join(f"{i},Yes\n" for i in pinned), encoding="utf-8")
+    res = CliRunner().invoke(main, args + ["--out", str(tmp_path / "b"), "--pin", str(pins)])
+    assert res.exit_code == 0, res.output
+    config = json.loads((tmp_path / "b" / "config.json").read_text())
+    assert set(pinned) <= {ids[i] for i in config["batches"][0]} and len(pinned) == 12 and config["rest"]
+    out = {r["id"]: r for r in map(orjson.loads, (tmp_path / "b" / "labels.jsonl").read_bytes().splitlines())}
+    assert all(out[i]["source"] == "pinned" and out[i]["label"] is True for i in pinned)
