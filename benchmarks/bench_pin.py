@@ -35,6 +35,7 @@ def main() -> None:
     from icm_lite import run as runmod
 
     out = Path(args.out or tempfile.mkdtemp(prefix="bench-pin-"))
+    out.mkdir(parents=True, exist_ok=True)
     print("| run | pinned (least sure tenth) | wrong among them | agreement on the rest: before | after | tokens after |")
     print("|---|---|---|---|---|---|")
     for path in args.runs:
