@@ -17,7 +17,6 @@ Example: load_dataset("examples/reviews.jsonl", Task.resolve("examples/reviews.t
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -256,29 +255,14 @@ def _hub_name(spec: str) -> tuple[str, str | None]:
     return name, split or None
 
 
-@contextlib.contextmanager
-def _offline(datasets):
-    """Hugging Face libraries offline while a cached dataset is read: their flags are read from the environment at
-    import, so the module flags themselves are set (and restored), and nothing is fetched or retried."""
-    from huggingface_hub import constants
-
-    flags = [(datasets.config, "HF_HUB_OFFLINE"), (datasets.config, "HF_DATASETS_OFFLINE"), (constants, "HF_HUB_OFFLINE")]
-    saved = [(mod, name, getattr(mod, name)) for mod, name in flags if hasattr(mod, name)]
-    for mod, name, _ in saved:
-        setattr(mod, name, True)
-    try:
-        yield
-    finally:
-        for mod, name, value in saved:
-            setattr(mod, name, value)
-
-
 def _read_hub(spec: str) -> list[tuple[str, dict]]:
-    """A dataset from the local Hugging Face cache only (`_offline`)."""
+    """A dataset from the local Hugging Face cache only (hub.forced_offline: nothing is fetched or retried)."""
+    from .hub import forced_offline
+
     datasets = _datasets()
     name, split = _hub_name(spec)
     try:
-        with _offline(datasets):
+        with forced_offline(datasets.config):
             ds = datasets.load_dataset(name, split=split)
     except Exception as e:
         raise DataError(f"{spec}: not in the local Hugging Face cache, or not readable ({_first_line(e)}); "
@@ -288,9 +272,11 @@ def _read_hub(spec: str) -> list[tuple[str, dict]]:
 
 def _hub_fingerprint(spec: str) -> str:
     """What identifies a cached Hugging Face dataset: its cache files' sha256 (the resume check compares it)."""
+    from .hub import forced_offline
+
     datasets = _datasets()
     name, split = _hub_name(spec)
-    with _offline(datasets):
+    with forced_offline(datasets.config):
         ds = datasets.load_dataset(name, split=split)
     parts = ds.values() if hasattr(ds, "values") else [ds]
     h = hashlib.sha256()

@@ -11,6 +11,7 @@ Example: check_push("me/reviews-icm"); push_folder("ft/", "me/reviews-icm", priv
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import socket
@@ -30,6 +31,24 @@ def offline() -> bool:
 
     constants.HF_HUB_OFFLINE = value
     return value
+
+
+@contextlib.contextmanager
+def forced_offline(*modules):
+    """Offline while the block runs, whatever the environment says: huggingface_hub's switch and the copies of it
+    in `modules` (e.g. datasets.config), restored afterwards. The libraries read HF_HUB_OFFLINE from the
+    environment at import, so setting the variable then would do nothing (an uncached name retried the Hub)."""
+    from huggingface_hub import constants
+
+    flags = [(constants, "HF_HUB_OFFLINE")] + [(m, n) for m in modules for n in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")]
+    saved = [(m, n, getattr(m, n)) for m, n in flags if hasattr(m, n)]
+    for m, n, _ in saved:
+        setattr(m, n, True)
+    try:
+        yield
+    finally:
+        for m, n, value in saved:
+            setattr(m, n, value)
 
 
 def cache_dir() -> str | None:
