@@ -75,6 +75,16 @@ def plan_for(dataset: Dataset, backend: Backend, n_ctx: int, batch_size: int | N
     return plan_batches(dataset.examples, demo, query, n_ctx, backend.prefix_length, batch_size, carry)
 
 
+def pin_indices(dataset: Dataset, pins: Sequence[tuple[str, bool]] | None) -> dict[int, bool]:
+    """--pin's (id, label) pairs by dataset index; an id the data does not have is a RunError."""
+    where = {ex.id: i for i, ex in enumerate(dataset.examples)}
+    unknown = [ex_id for ex_id, _ in (pins or ()) if ex_id not in where]
+    if unknown:
+        raise RunError(f"--pin names {len(unknown)} id(s) that are not in {dataset.source}: "
+                       f"{', '.join(map(repr, unknown[:5]))}")
+    return {where[ex_id]: y for ex_id, y in (pins or ())}
+
+
 def plan_core(dataset: Dataset, backend: Backend, n_ctx: int, batching: Batching,
               pinned: Collection[int] = ()) -> tuple[list[list[int]], int, list[int]]:
     """What a run searches and what it predicts: (batches, carried, rest). With --core auto or N, a data set that does
@@ -181,8 +191,7 @@ class Job:
         self.run_dir = run_dir
         self.batches = [list(b) for b in (config.batches or [range(n)])]
         self.rest = list(config.rest or ())  # predicted from the core (batch 0) once it is searched
-        where = {ex.id: i for i, ex in enumerate(dataset.examples)}
-        self.pinned = {where[ex_id]: y for ex_id, y in (config.pins or ())}  # --pin, by dataset index
+        self.pinned = pin_indices(dataset, config.pins)  # --pin, by dataset index
         if sorted([i for b in self.batches for i in b] + self.rest) != list(range(n)):
             raise RunError("the batches and the rest do not cover every example exactly once")
         self.carry = config.carried if config.carried is not None else config.batching.carry
@@ -463,18 +472,13 @@ def start(config: RunConfig, out: str | Path, *, force: bool = False, backend: B
     RunDir.check_new(out, force)  # before the model loads, not after
     data = absolute(config.data)
     dataset = load_dataset(data, config.task)
-    known = {ex.id for ex in dataset.examples}
-    unknown = [i for i, _ in (config.pins or ()) if i not in known]
-    if unknown:
-        raise RunError(f"--pin names {len(unknown)} id(s) that are not in {data}: {', '.join(map(repr, unknown[:5]))}")
+    pinned = pin_indices(dataset, config.pins)
     ref = resolve_model(config.model)
     config = replace(config, data=str(data), data_sha256=file_sha256(data), model_name=ref.name, model_path=str(ref.path))
     if backend is None:
         announce(f"loading {ref.name} ({ref.path})")
         backend = open_backend(ref.path, config.model_options)
     backend.prepare(dataset.examples, config.task.label_words)
-    where = {ex.id: i for i, ex in enumerate(dataset.examples)}
-    pinned = {where[ex_id] for ex_id, _ in (config.pins or ())}
     batches, carried, rest = plan_core(dataset, backend, config.model_options.n_ctx, config.batching, pinned)
     config = replace(config, batches=tuple(tuple(b) for b in batches), carried=carried, rest=tuple(rest))
     run_dir = RunDir.create(out, force=force)
