@@ -547,8 +547,8 @@ class Search:
                                                  forced=self.config.fix == "code")
         after, fixes = self._proposals[(x, new)]
         delta = after.U - st.U
-        return self._decide(after, delta / t, "accept" if self._metropolis(delta / t) else "reject", example=x,
-                            old=old, new=new, delta=delta, fixes=fixes, cached=cached)
+        return self._decide(after, self._metropolis(delta / t), example=x, old=old, new=new, delta=delta, fixes=fixes,
+                            cached=cached)
 
     def _sampled_step(self, x: int, old, new: bool, t: float) -> Event:
         """A proposal scored with an estimated dU (a fresh block every step, never cached), accepted by the penalty
@@ -564,24 +564,23 @@ class Search:
                                 evaluate=lambda labelings: self._estimate(labelings, block))
         delta = after.U - st.U
         d = delta / t - after.var / (2 * t * t)
-        return self._decide(after, d, "accept" if self._metropolis(d) else "reject", example=x, old=old, new=new,
-                            delta=delta, fixes=fixes, noise=math.sqrt(after.var))
+        return self._decide(after, self._metropolis(d), example=x, old=old, new=new, delta=delta, fixes=fixes,
+                            noise=math.sqrt(after.var))
 
     def _metropolis(self, score: float) -> bool:
         """Accept a proposal whose (penalised) dU / T is `score`: always when it is positive, else with probability
         exp(score); the coin is drawn only then."""
         return score > 0 or self.rng.random() < math.exp(score)
 
-    def _decide(self, after: _Eval, score: float, kind: str, **event) -> Event:
+    def _decide(self, after: _Eval, accept: bool, **event) -> Event:
         """The acceptance's consequences, the same for an exact and an estimated dU: the state, the quiet count."""
         st = self.state
-        accept = kind == "accept"
         changed = accept and after.labels != tuple(st.labels)
         st.quiet = 0 if changed else st.quiet + 1
         if accept:
             self._adopt(after)
             st.n_accepted += 1
-        return self._event(kind, **event)
+        return self._event("accept" if accept else "reject", **event)
 
     def finished(self) -> bool:
         st, c = self.state, self.config
