@@ -257,8 +257,7 @@ def dataset_card(run: LabeledRun, sidecar: dict) -> str:
     with gold when the run measured it, and the source data's license to fill in."""
     cfg, summary = run.config, run.summary or {}
     search, batching = dataclasses.asdict(cfg.search), dataclasses.asdict(cfg.batching)
-    names = {"train": "train", "valid": "validation", "test": "test"}
-    files = "".join(f"  - split: {names[s]}\n    path: {s}.jsonl\n" for s in sidecar["records"])
+    files = "".join(f"  - split: {HF_SPLITS[s]}\n    path: {s}.jsonl\n" for s in sidecar["records"])
     sources = [src for y, src in zip(run.labels, run.sources) if y is not None]
     ys = [y for y in run.labels if y is not None]
     settings = ", ".join(f"{k} {search[k]}" for k in ("init", "alpha", "t0", "order", "objective", "seed") if k in search)
