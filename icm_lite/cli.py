@@ -221,12 +221,13 @@ def _started(data: str, task, model: str | None, pin: str | None, out: str, forc
         pins = tuple(sorted(read_pins(pin, task.label_words).items()))
     job = run.start(RunConfig(data=data, task=task, model=model, pins=pins, **sections), out, force=force, announce=say)
     sizes = sorted(len(b) for b in job.batches)
-    split = ("one batch" if len(job.batches) == 1 else
-             f"{len(job.batches)} batches of {sizes[0]}–{sizes[-1]} (each after the first starts with up to "
-             f"{job.carry} carried demonstrations)")
     if job.rest:
-        split = (f"a core of {sizes[0]} searched in one context, the other {len(job.rest)} predicted from its labels "
-                 "(--core)")
+        split = f"a core of {sizes[0]} searched in one context, the other {len(job.rest)} predicted from its labels (--core)"
+    elif len(job.batches) == 1:
+        split = "one batch"
+    else:
+        split = (f"{len(job.batches)} batches of {sizes[0]}–{sizes[-1]} (each after the first starts with up to "
+                 f"{job.carry} carried demonstrations)")
     say(f"{len(job.dataset)} examples: {split}, n_ctx {job.config.model_options.n_ctx}; "
         f"up to {job.iterations_max()} iterations in all")
     return job
