@@ -7,7 +7,6 @@ Synthetic GGUF files come from `gguf_file()`; the real-model cases use the small
 import json
 import os
 import resource
-import shutil
 import struct
 import subprocess
 import sys

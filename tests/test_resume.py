@@ -22,7 +22,7 @@ from icm_lite.data import Dataset
 from icm_lite.fake import FakeBackend
 from icm_lite.config import RunConfig
 from icm_lite.options import Batching, ModelOptions
-from icm_lite.run import file_sha256, plan_for
+from icm_lite.run import Job, file_sha256, plan_for
 from icm_lite.rundir import RunDir
 from icm_lite.search import SearchConfig
 from icm_lite.tasks import Task

@@ -132,6 +132,13 @@ def test_a_repeated_proposal_costs_zero_tokens_and_draws_only_the_coin():
             repeats += 1
             assert fb.tokens_evaluated == tokens  # no model call at all
             assert ev.kind in ("accept", "reject")
+            # the stream moved by the example's draw and at most the acceptance coin: nothing else was drawn
+            replay = random.Random()
+            replay.setstate(coin)
+            replay.random()
+            sampled = replay.getstate()
+            replay.random()
+            assert search.rng.getstate() in (sampled, replay.getstate())
         if ev.kind == "skip" and labels[ev.example] is not None:
             assert fb.tokens_evaluated == tokens  # a labeled example's prediction is its leave-one-out score
     assert repeats >= 5
@@ -378,8 +385,6 @@ def test_the_exact_mode_is_unchanged(seed):
 
 
 def _sampling_search(n=64, seed=0, queries=8):
-    from icm_lite.estimate import Block  # noqa: F401
-
     examples, hidden = hidden_concept(n, seed=seed, groups=n // 4)
     fb = FakeBackend(hidden, seed=seed, noise=1.0, recency=0.3)
     s = Search(examples, Scorer(fb, examples, "tree"), "none",
