@@ -175,7 +175,8 @@ class Event:
     proposal's dU was reused (scored earlier under the same labeling). stop (on done): "iterations" or "patience".
     With --init bootstrap: `passes` done so far and `changed` labels by the last one (pass and seed events; a seed
     event with changed > 0 is the fall-back to the cold start); `flipped` (seed): the global flip of the passes'
-    labeling had the higher U and was kept."""
+    labeling had the higher U and was kept. A pass event's U, P, I and n_true are those of the labeling the pass
+    scored (the one before its changes); every other event's are the state's."""
 
     kind: str
     iteration: int
@@ -457,10 +458,13 @@ class Search:
             st.labels = self._zero_shot_start()
         p = one_pass(self.scorer, self.cons, st.labels, loo=True, fixed=self.pinned)
         st.passes += 1
-        self._remember(tuple(p.scored), p.loo)
+        scored = self._remember(tuple(p.scored), p.loo)
         if p.changed and st.passes < self.config.passes:
             st.labels = p.labels
-            return self._event("pass", passes=st.passes, changed=p.changed)
+            # the event tells of the labeling this pass scored (its U is known from the same plan), not of the state,
+            # whose U is not known until the passes end
+            return replace(self._event("pass", passes=st.passes, changed=p.changed), U=scored.U, P=scored.P,
+                           I=scored.I, n_true=sum(y is True for y in p.scored))
         if p.changed:
             st.labels = [None] * len(self.examples)
             return replace(self.start(), passes=st.passes, changed=p.changed)
@@ -485,11 +489,12 @@ class Search:
         decoded = self.cons.decode({i: s - mid for i, s in zero.items()}, self.pinned)
         return [decoded[i] for i in range(n)]
 
-    def _remember(self, labels: tuple, scores: dict[int, float]) -> None:
+    def _remember(self, labels: tuple, scores: dict[int, float]) -> _Eval:
         """U of a labeling whose leave-one-out scores were computed elsewhere (a bootstrap pass), into the memo."""
         p = predictability(scores, labels, self.config.objective)
         inc = self.cons.count(labels)
         self._memo[labels] = _Eval(labels, dict(scores), p, inc, utility(p, inc, self.config.alpha))
+        return self._memo[labels]
 
     def _sample(self) -> int:
         labels = self.state.labels

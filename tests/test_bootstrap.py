@@ -7,7 +7,7 @@ import pytest
 from icm_lite.bootstrap import balanced, one_pass, peer
 from icm_lite.consistency import Consistency
 from icm_lite.fake import FakeBackend
-from icm_lite.scoring import Scorer
+from icm_lite.scoring import Scorer, predictability
 from icm_lite.search import COLD_T0, WARM_T0, Search, SearchConfig
 from icm_lite.tasks import Example
 
@@ -97,6 +97,30 @@ def test_passes_that_do_not_settle_fall_back_to_the_cold_start(monkeypatch):
     assert seed.passes == 1 and seed.changed > 0  # the fall-back, named on the seed event
     assert seed.n_labeled == 8 and not s.state.warm  # the authors' 8 seed labels
     assert seed.temperature == COLD_T0 and events[-1].iteration == 30 and events[-1].stop == "iterations"
+
+
+def test_a_pass_event_reports_the_u_of_the_labeling_it_scored(monkeypatch):
+    """During the passes the state's U is not known; each pass event carries U, P, I and the True count of the
+    labeling that pass scored, the same U a separate leave-one-out pass gives."""
+    examples, hidden = pairs(10, seed=5)
+    fb = FakeBackend(hidden, seed=5, noise=1.0)
+    s = search(examples, fb, passes=3, iterations=5)
+    start = balanced(20, random.Random(9))
+    monkeypatch.setattr(s, "_zero_shot_start", lambda: list(start))
+    scored = [list(start)]
+    seen = []
+    for ev in s.events():
+        if ev.kind != "pass":
+            break
+        seen.append(ev)
+        scored.append(list(s.state.labels))  # the next pass scores the labels this one left
+    assert seen, "the first pass from balanced random labels changes labels"
+    alone = Scorer(FakeBackend(hidden, seed=5, noise=1.0), examples)
+    for ev, labels in zip(seen, scored):
+        loo = alone.loo(labels)
+        p = predictability(loo, labels)
+        assert ev.U == pytest.approx(30.0 * p - Consistency(examples, "asymmetry").count(labels))
+        assert ev.P == pytest.approx(p) and ev.n_true == sum(labels)
 
 
 def test_the_fall_back_makes_the_cold_searchs_decisions():
