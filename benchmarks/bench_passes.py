@@ -20,14 +20,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from icm_lite.bootstrap import PASSES, one_pass  # noqa: E402
+from icm_lite.bootstrap import PASSES, one_pass, zero_shot_start  # noqa: E402
 from icm_lite.consistency import Consistency  # noqa: E402
+from icm_lite.data import load_dataset  # noqa: E402
 from icm_lite.scoring import Scorer, predictability, utility  # noqa: E402
 from icm_lite.search import SearchConfig  # noqa: E402
-from icm_lite.tasks import units  # noqa: E402
-
-from icm_lite.data import load_dataset  # noqa: E402
-from icm_lite.tasks import Task  # noqa: E402
+from icm_lite.tasks import Task, units  # noqa: E402
 
 from bench_quality import DATASETS  # noqa: E402
 
@@ -64,10 +62,7 @@ def main() -> None:
         pair, positive iff the held-out decoding keeps it)."""
         return sorted(round(sum(held[i] if labels[i] else -held[i] for i in members), 2) for members in groups)
 
-    zero = sc.predict_many(range(n), [None] * n)
-    mid = statistics.median(zero.values())
-    decoded = cons.decode({i: s - mid for i, s in zero.items()})
-    labels = [decoded[i] for i in range(n)]
+    labels = zero_shot_start(sc, cons)  # the default's first labeling, as the search makes it
     print(f"{args.dataset}, layout seed {args.seed}: zero-shot decoded {agree(labels)}, {sc.tokens:,} tokens")
     print("| pass | scored labeling: agreement | its U | labels the pass changes | tokens so far |")
     print("|---|---|---|---|---|")

@@ -9,7 +9,8 @@ a leave-one-out pass in the grouped layout), so a few passes cost what a few ICM
 
 It maximises no global objective: a labeling and its global flip are both consistent, and the passes can settle
 on the flip. ICM's warm start (search.py, `--init bootstrap`) runs these passes, then keeps the labeling or its
-flip by U, then anneals; this module only runs the passes. Pure: a scorer and a random stream in, labels out; it
+flip by U, then anneals; this module only gives the passes and their starts (balanced random labels for the peer, the
+zero-shot labels for ICM's warm start). Pure: a scorer and a random stream in, labels out; it
 never sees gold labels.
 
 Example: peer(Scorer(backend, examples), Consistency(examples, "asymmetry"), random.Random(0)).labels
@@ -18,6 +19,7 @@ Example: peer(Scorer(backend, examples), Consistency(examples, "asymmetry"), ran
 from __future__ import annotations
 
 import random
+import statistics
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -35,6 +37,18 @@ def balanced(n: int, rng: random.Random) -> list[bool]:
     labels = [True] * (n // 2) + [False] * (n - n // 2)
     rng.shuffle(labels)
     return labels
+
+
+def zero_shot_start(scorer: Scorer, cons: Consistency, fixed: dict[int, bool] | None = None) -> list[bool]:
+    """Every example's zero-shot log-odds (no demonstrations; n queries, about 0.15 of a pass), centred on their median
+    and decoded group by group: in a pair the likelier member is True whatever the model's bias towards one label
+    word, and examples outside constraints are split half and half by rank, as balanced as seeds (`fixed`: pinned
+    labels, kept as they are)."""
+    n = len(scorer.examples)
+    zero = scorer.predict_many(range(n), [None] * n)
+    mid = statistics.median(zero.values())
+    decoded = cons.decode({i: s - mid for i, s in zero.items()}, fixed)
+    return [decoded[i] for i in range(n)]
 
 
 @dataclass

@@ -45,12 +45,11 @@ from __future__ import annotations
 import hashlib
 import math
 import random
-import statistics
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, field, replace
 from typing import Callable, Iterator, Sequence
 
-from .bootstrap import PASSES, one_pass
+from .bootstrap import PASSES, one_pass, zero_shot_start
 from .consistency import Consistency
 from .options import opt
 from .plan import LAYOUT, LAYOUTS, TAIL
@@ -480,14 +479,8 @@ class Search:
         return self._event("seed", passes=st.passes, changed=0, flipped=keep is flip)
 
     def _zero_shot_start(self) -> list[bool]:
-        """Every example's zero-shot log-odds (no demonstrations; n queries, about 0.15 of a pass), centred on their
-        median and decoded group by group: in a pair the likelier member is True whatever the model's bias towards
-        one label word, and examples outside constraints are split half and half by rank, as balanced as seeds."""
-        n = len(self.examples)
-        zero = self.scorer.predict_many(range(n), [None] * n)
-        mid = statistics.median(zero.values())
-        decoded = self.cons.decode({i: s - mid for i, s in zero.items()}, self.pinned)
-        return [decoded[i] for i in range(n)]
+        """The passes' first labeling: the zero-shot labels decoded per group (bootstrap.zero_shot_start)."""
+        return zero_shot_start(self.scorer, self.cons, self.pinned)
 
     def _remember(self, labels: tuple, scores: dict[int, float]) -> _Eval:
         """U of a labeling whose leave-one-out scores were computed elsewhere (a bootstrap pass), into the memo."""
