@@ -1,13 +1,14 @@
 """Why the bootstrap passes settle on one dataset and not on another: the passes from the zero-shot start (agreement
 with gold and U of each scored labeling), one pass from gold and one from its global flip (how many pairs move, and
-each pair's margin), and, with --neighbours, U of every labeling one group away from the passes' best.
+each pair's margin), and, with --neighbours, U of every labeling one group away from the passes' best; with --climb R, a greedy
+local search by U from there (take the one-group change that raises U most, score again) for at most R rounds.
 
 The margin of a group is its members' held-out log-odds, each signed by its label, summed: for a pair, the difference
 of its members' log-odds, positive when the pass keeps the pair as it is. A labeling whose margins are all
 positive is a fixed point of the passes. Gold labels are read here to start a pass from them and to evaluate; the
 search and the passes never see them.
 
-  python benchmarks/bench_passes.py --dataset spam [--seed 0] [--neighbours]
+  python benchmarks/bench_passes.py --dataset spam [--seed 0] [--neighbours] [--climb 6]
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ def main() -> None:
     ap.add_argument("--dataset", required=True, choices=sorted(DATASETS))
     ap.add_argument("--seed", type=int, default=0, help="layout seed (a run's --seed)")
     ap.add_argument("--neighbours", action="store_true", help="also score every one-group change of the best labeling")
+    ap.add_argument("--climb", type=int, default=0, metavar="R",
+                    help="then take the change that raises U most and score its neighbours again, at most R rounds")
     args = ap.parse_args()
 
     from icm_lite.models import resolve_model
@@ -69,7 +72,7 @@ def main() -> None:
     seen = []
     for k in range(PASSES):
         p = one_pass(sc, cons, labels, loo=True)
-        seen.append((u(tuple(labels), p.loo), list(labels)))
+        seen.append((u(tuple(labels), p.loo), list(labels), p.held_out))
         print(f"| {k + 1} | {agree(labels)} | {seen[-1][0]:.2f} | {p.changed} | {sc.tokens:,} |")
         labels = p.labels
         if not p.changed:
@@ -81,21 +84,30 @@ def main() -> None:
         print(f"one pass from {name}: U {u(tuple(start), p.loo):.2f}, changes {p.changed} labels "
               f"({sum(x < 0 for x in m)} of {len(m)} groups), margins {m[0]} to {m[-1]} "
               f"(median {statistics.median(m):.2f}), {sc.tokens - before:,} tokens")
-    if args.neighbours:
-        best_u, best = max(seen, key=lambda t: t[0])
-        nbrs = []
-        for members in groups:
-            nb = list(best)
-            for i in members:
-                nb[i] = not nb[i]
-            nbrs.append(tuple(nb))
-        before = sc.tokens
-        got = [u(nb, s) - best_u for nb, s in zip(nbrs, sc.scores(nbrs))]
-        up = sorted((d, agree(nb)) for d, nb in zip(got, nbrs) if d > 0)
-        print(f"from the passes' best labeling ({agree(best)}, U {best_u:.2f}): {len(nbrs)} one-group changes cost "
-              f"{sc.tokens - before:,} tokens in one plan; {len(up)} raise U: "
-              + ", ".join(f"+{d:.2f} ({a})" for d, a in reversed(up)))
-
+    if args.neighbours or args.climb:
+        best_u, best, held = max(seen, key=lambda t: t[0])
+        ranked = sorted(groups, key=lambda members: sum(held[i] if best[i] else -held[i] for i in members))
+        print("its groups by margin, lowest first (w: labeled against gold, .: with it): "
+              + "".join("." if all(best[i] == gold[i] for i in members) else "w" for members in ranked))
+        for r in range(max(args.climb, 1)):
+            nbrs = []
+            for members in groups:
+                nb = list(best)
+                for i in members:
+                    nb[i] = not nb[i]
+                nbrs.append(tuple(nb))
+            before = sc.tokens
+            got = [u(nb, s) - best_u for nb, s in zip(nbrs, sc.scores(nbrs))]
+            up = sorted((d, agree(nb)) for d, nb in zip(got, nbrs) if d > 0)
+            where = "the passes' best labeling" if r == 0 else f"climb step {r}"
+            print(f"from {where} ({agree(best)}, U {best_u:.2f}): "
+                  f"{len(nbrs)} one-group changes cost {sc.tokens - before:,} tokens in one plan; {len(up)} raise U"
+                  + (": " + ", ".join(f"+{d:.2f} ({a})" for d, a in reversed(up)) if up else " (a local maximum)"))
+            if not up or not args.climb:
+                break
+            d, k = max((d, k) for k, d in enumerate(got))
+            best_u, best = best_u + d, list(nbrs[k])
+        print(f"tokens in all: {sc.tokens:,}")
 
 if __name__ == "__main__":
     main()
