@@ -1,7 +1,8 @@
 """Why the bootstrap passes settle on one dataset and not on another: the passes from the zero-shot start (agreement
 with gold and U of each scored labeling), one pass from gold and one from its global flip (how many pairs move, and
-each pair's margin), and, with --neighbours, U of every labeling one group away from the passes' best; with --climb R, a greedy
-local search by U from there (take the one-group change that raises U most, score again) for at most R rounds.
+each pair's margin), and, with --neighbours, U of every labeling one group away from the passes' best; with
+--climb R, a greedy local search by U from there (take the one-group change that raises U most, score again) for
+at most R rounds.
 
 The margin of a group is its members' held-out log-odds, each signed by its label, summed: for a pair, the difference
 of its members' log-odds, positive when the pass keeps the pair as it is. A labeling whose margins are all
@@ -60,10 +61,13 @@ def main() -> None:
     def agree(labels) -> str:
         return f"{sum(a == b for a, b in zip(labels, gold)) / n:.0%}"
 
+    def margin(members, labels, held) -> float:
+        """A group's signed held-out log-odds summed: the group as labeled against the group flipped (for a pair,
+        positive iff the held-out decoding keeps it)."""
+        return sum(held[i] if labels[i] else -held[i] for i in members)
+
     def margins(labels, held) -> list[float]:
-        """Each group's signed held-out log-odds summed: the group as labeled against the group flipped (for a
-        pair, positive iff the held-out decoding keeps it)."""
-        return sorted(round(sum(held[i] if labels[i] else -held[i] for i in members), 2) for members in groups)
+        return sorted(round(margin(members, labels, held), 2) for members in groups)
 
     labels = zero_shot_start(sc, cons)  # the default's first labeling, as the search makes it
     print(f"{args.dataset}, layout seed {args.seed}: zero-shot decoded {agree(labels)}, {sc.tokens:,} tokens")
@@ -86,7 +90,7 @@ def main() -> None:
               f"(median {statistics.median(m):.2f}), {sc.tokens - before:,} tokens")
     if args.neighbours or args.climb:
         best_u, best, held = max(seen, key=lambda t: t[0])
-        ranked = sorted(groups, key=lambda members: sum(held[i] if best[i] else -held[i] for i in members))
+        ranked = sorted(groups, key=lambda members: margin(members, best, held))
         print("its groups by margin, lowest first (w: labeled against gold, .: with it): "
               + "".join("." if all(best[i] == gold[i] for i in members) else "w" for members in ranked))
         for r in range(max(args.climb, 1)):
@@ -97,17 +101,18 @@ def main() -> None:
                     nb[i] = not nb[i]
                 nbrs.append(tuple(nb))
             before = sc.tokens
-            got = [u(nb, s) - best_u for nb, s in zip(nbrs, sc.scores(nbrs))]
-            up = sorted((d, agree(nb)) for d, nb in zip(got, nbrs) if d > 0)
+            got = [u(nb, s) for nb, s in zip(nbrs, sc.scores(nbrs))]
+            up = sorted((v - best_u, agree(nb)) for v, nb in zip(got, nbrs) if v > best_u)
             where = "the passes' best labeling" if r == 0 else f"climb step {r}"
             print(f"from {where} ({agree(best)}, U {best_u:.2f}): "
                   f"{len(nbrs)} one-group changes cost {sc.tokens - before:,} tokens in one plan; {len(up)} raise U"
                   + (": " + ", ".join(f"+{d:.2f} ({a})" for d, a in reversed(up)) if up else " (a local maximum)"))
             if not up or not args.climb:
                 break
-            d, k = max((d, k) for k, d in enumerate(got))
-            best_u, best = best_u + d, list(nbrs[k])
+            best_u, k = max((v, k) for k, v in enumerate(got))
+            best = list(nbrs[k])
         print(f"tokens in all: {sc.tokens:,}")
+
 
 if __name__ == "__main__":
     main()

@@ -9,9 +9,9 @@ a leave-one-out pass in the grouped layout), so a few passes cost what a few ICM
 
 It maximises no global objective: a labeling and its global flip are both consistent, and the passes can settle
 on the flip. ICM's warm start (search.py, `--init bootstrap`) runs these passes, then keeps the labeling or its
-flip by U, then anneals; this module only gives the passes and their starts (balanced random labels for the peer, the
-zero-shot labels for ICM's warm start). Pure: a scorer and a random stream in, labels out; it
-never sees gold labels.
+flip by U, then anneals; this module only gives the passes and their starts (balanced random labels for the peer,
+the zero-shot labels for ICM's warm start). Pure: a scorer and a random stream in, labels out; it never sees gold
+labels.
 
 Example: peer(Scorer(backend, examples), Consistency(examples, "asymmetry"), random.Random(0)).labels
 """
